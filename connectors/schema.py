@@ -1,0 +1,183 @@
+"""The one place that knows every QuestDB table: DDL, DEDUP keys and record mapping.
+
+Every table has the designated timestamp ``ts``, daily partitions, WAL and
+``DEDUP UPSERT KEYS(ts, <identity>)``, so any write (retry, replay, recovery) is idempotent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from flows.records import (
+    AlertEvent,
+    Analytics,
+    Bar,
+    Health,
+    PairBar,
+    Signal,
+    Tick,
+)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A QuestDB table fed from one record type."""
+
+    name: str
+    record: type
+    columns: tuple[tuple[str, str], ...]  # (column, QuestDB type), ``ts`` excluded
+    keys: tuple[str, ...]  # identity columns besides ``ts``
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(c for c, t in self.columns if t == "SYMBOL")
+
+    def ddl(self) -> str:
+        cols = ", ".join(f"{c} {t}" for c, t in (("ts", "TIMESTAMP"), *self.columns))
+        keys = ", ".join(("ts", *self.keys))
+        return (
+            f"CREATE TABLE IF NOT EXISTS {self.name} ({cols}) timestamp(ts) "
+            f"PARTITION BY DAY WAL DEDUP UPSERT KEYS({keys})"
+        )
+
+    def row(self, rec: Any) -> tuple[dict[str, str], dict[str, Any]]:
+        """Split a record into (symbols, columns) for ``Sender.row``; None columns are omitted."""
+        symbols: dict[str, str] = {}
+        columns: dict[str, Any] = {}
+        for c, t in self.columns:
+            v = getattr(rec, c)
+            if v is None:
+                continue
+            if t == "SYMBOL":
+                symbols[c] = v
+            else:
+                columns[c] = v
+        return symbols, columns
+
+
+_D = "DOUBLE"
+_S = "SYMBOL"
+
+TICKS = Table(
+    "ticks",
+    Tick,
+    (
+        ("symbol", _S),
+        ("price", _D),
+        ("qty", _D),
+        ("trade_id", "LONG"),
+        ("first_id", "LONG"),
+        ("last_id", "LONG"),
+        ("buyer_maker", "BOOLEAN"),
+    ),
+    ("symbol", "trade_id"),
+)
+BARS = Table(
+    "bars",
+    Bar,
+    (
+        ("symbol", _S),
+        ("tf", _S),
+        ("open", _D),
+        ("high", _D),
+        ("low", _D),
+        ("close", _D),
+        ("volume", _D),
+        ("quote_volume", _D),
+        ("trades", "LONG"),
+        ("taker_buy_volume", _D),
+        ("vwap", _D),
+        ("filled", "BOOLEAN"),
+    ),
+    ("symbol", "tf"),
+)
+PAIR_ANALYTICS = Table(
+    "pair_analytics",
+    Analytics,
+    (
+        ("pair", _S),
+        ("tf", _S),
+        ("y", _D),
+        ("x", _D),
+        ("beta", _D),
+        ("alpha", _D),
+        ("spread", _D),
+        ("zscore", _D),
+        ("corr", _D),
+        ("adf_p", _D),
+        ("beta_kf", _D),
+        ("alpha_kf", _D),
+        ("z_kf", _D),
+        ("half_life", _D),
+        ("warm", "BOOLEAN"),
+    ),
+    ("pair", "tf"),
+)
+SIGNALS = Table(
+    "signals",
+    Signal,
+    (
+        ("pair", _S),
+        ("tf", _S),
+        ("zscore", _D),
+        ("position", "LONG"),
+        ("action", _S),
+        ("beta", _D),
+        ("y", _D),
+        ("x", _D),
+        ("pnl", _D),
+        ("fees", _D),
+        ("cum_pnl", _D),
+    ),
+    ("pair", "tf"),
+)
+ALERTS = Table(
+    "alerts",
+    AlertEvent,
+    (
+        ("rule_id", _S),
+        ("pair", _S),
+        ("tf", _S),
+        ("state", _S),
+        ("severity", _S),
+        ("expr", "VARCHAR"),
+        ("value", _D),
+        ("message", "VARCHAR"),
+    ),
+    ("rule_id", "pair", "tf"),
+)
+FEED_HEALTH = Table(
+    "feed_health",
+    Health,
+    (("symbol", _S), ("metric", _S), ("value", _D)),
+    ("symbol", "metric"),
+)
+
+TABLES: tuple[Table, ...] = (TICKS, BARS, PAIR_ANALYTICS, SIGNALS, ALERTS, FEED_HEALTH)
+BY_RECORD: dict[type, Table] = {t.record: t for t in TABLES}
+BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
+
+
+def table_for(rec: Any) -> Table:
+    """The table a record belongs to (raises TypeError for a record no table stores)."""
+    try:
+        return BY_RECORD[type(rec)]
+    except KeyError:
+        raise TypeError(f"no QuestDB table stores {type(rec).__name__}") from None
+
+
+def _check() -> None:
+    """Fail at import if a table and its record disagree (a column the record lacks)."""
+    for t in TABLES:
+        names = {f.name for f in fields(t.record)}
+        missing = [c for c, _ in t.columns if c not in names] + (
+            [] if "ts" in names else ["ts"]
+        )
+        if missing:
+            raise AssertionError(f"table {t.name}: record lacks {missing}")
+
+
+_check()
+
+__all__ = ["Table", "TABLES", "BY_NAME", "table_for", "PairBar"]

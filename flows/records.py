@@ -1,0 +1,147 @@
+"""Typed records passed between the stages of the dataflow.
+
+Every record is a frozen, slotted dataclass: cheap to create on the per-tick path, safe to
+share between operators, and mapped one to one onto a QuestDB table by
+:mod:`connectors.schema`. Timestamps are aware UTC datetimes (bar rows: the bar start).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Optional
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One exchange trade (an aggTrade or a raw trade). ``ts`` is the exchange trade time ``T``.
+
+    ``trade_id`` is the aggTrade id ``a`` (raw trades: ``t``); ``first_id``..``last_id`` is the
+    range of raw trades it aggregates (equal to ``trade_id`` for a raw trade).
+    """
+
+    symbol: str
+    ts: datetime
+    price: float
+    qty: float
+    trade_id: int
+    first_id: int
+    last_id: int
+    buyer_maker: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A source's promise: no more ticks of ``symbol`` with event time before ``ts`` will come.
+
+    Sources emit it on their own progress (caught-up live feed, end of a replay file), so bar
+    windows close on data progress rather than wall time: a resumed flow loses no bar.
+    """
+
+    symbol: str
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """OHLCV over ``[ts, ts + tf)``; ``filled`` marks an interval with no trade."""
+
+    symbol: str
+    tf: str
+    ts: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float
+    trades: int
+    taker_buy_volume: float
+    vwap: float
+    filled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PairBar:
+    """Closes of both legs of ``pair`` (``"Y/X"``) for one interval."""
+
+    pair: str
+    tf: str
+    ts: datetime
+    y: float
+    x: float
+
+
+@dataclass(frozen=True, slots=True)
+class Analytics:
+    """Rolling pair statistics after bar ``ts``; estimator columns are None while warming up."""
+
+    pair: str
+    tf: str
+    ts: datetime
+    y: float
+    x: float
+    beta: Optional[float]
+    alpha: Optional[float]
+    spread: Optional[float]
+    zscore: Optional[float]
+    corr: Optional[float]
+    adf_p: Optional[float]
+    beta_kf: Optional[float]
+    alpha_kf: Optional[float]
+    z_kf: Optional[float]
+    half_life: Optional[float]
+    warm: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """State of the paper-trading state machine after bar ``ts``.
+
+    ``position``: +1 long the spread (long y, short beta·x), -1 short, 0 flat. ``action`` is what
+    happened at this bar (``enter_long``, ``enter_short``, ``exit``, ``stop``, ``hold``).
+    ``pnl`` is this bar's PnL net of fees, ``cum_pnl`` the running total (quote currency, one
+    unit of y per position).
+    """
+
+    pair: str
+    tf: str
+    ts: datetime
+    zscore: Optional[float]
+    position: int
+    action: str
+    beta: Optional[float]
+    y: float
+    x: float
+    pnl: float
+    fees: float
+    cum_pnl: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """An edge of a user alert rule: ``state`` is ``FIRING`` or ``RESOLVED``."""
+
+    rule_id: str
+    pair: str
+    tf: str
+    ts: datetime
+    state: str
+    severity: str
+    expr: str
+    value: Optional[float]
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """One pipeline-health measurement (long format: one metric per row).
+
+    Metrics: ``ticks``, ``reconnects``, ``gaps``, ``backfilled``, ``malformed``, ``late_ticks``,
+    ``lag_ms``. Counts are per reporting interval, not cumulative, so Grafana can sum them.
+    """
+
+    symbol: str
+    metric: str
+    ts: datetime
+    value: float
