@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PATH = ROOT / "pairstream.toml"
@@ -286,7 +288,8 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
     signals = _section(SignalsConfig, data.get("signals", {}), "signals")
     if not signals.entry > signals.exit >= 0:
         raise ConfigError(
-            f"signals.exit: must be ≥ 0 and below signals.entry ({signals.entry}), got {signals.exit}"
+            f"signals.exit: must be ≥ 0 and below signals.entry ({signals.entry}), "
+            f"got {signals.exit}"
         )
     if signals.stop is not None and signals.stop <= signals.entry:
         raise ConfigError(f"signals.stop: must be above signals.entry, got {signals.stop}")

@@ -1,0 +1,203 @@
+"""Binance trade messages → :class:`~flows.records.Tick`.
+
+One parser for every way trades reach us: live WebSocket frames (combined-stream wrapper or
+bare event), recorded frame files, REST ``/fapi/v1/aggTrades`` rows and data.binance.vision CSV
+rows. Anything that is not a valid trade raises :class:`MalformedFrame` with a short reason, so
+callers can count, log and skip it; unknown fields are ignored (Binance adds them over time).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional
+
+import orjson
+
+from flows.records import Tick
+
+UTC = timezone.utc
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_FRAME_BYTES = 64 * 1024  # a trade frame is ~250 bytes; anything huge is hostile
+_MIN_T = 1_500_000_000_000  # 2017-07: before Binance existed
+_MAX_T = 4_102_444_800_000  # 2100-01-01
+_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+
+
+class MalformedFrame(ValueError):
+    """A message that should have been a trade but is not usable."""
+
+
+def ms_to_dt(ms: int) -> datetime:
+    """Exchange milliseconds → aware UTC datetime (exact: no float rounding)."""
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def dt_to_ms(ts: datetime) -> int:
+    """Aware datetime → epoch milliseconds (exact)."""
+    return (ts - EPOCH) // timedelta(milliseconds=1)
+
+
+def _int(v: Any, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, str) and v.isdigit() and len(v) < 20:
+            return int(v)
+        raise MalformedFrame(f"field {name!r} is not an integer")
+    if v < 0 or v >= 1 << 63:
+        raise MalformedFrame(f"field {name!r} out of range")
+    return v
+
+
+def _num(v: Any, name: str) -> float:
+    if isinstance(v, str) and 0 < len(v) <= 40:
+        try:
+            f = float(v)
+        except ValueError:
+            raise MalformedFrame(f"field {name!r} is not a number") from None
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        f = float(v)
+    else:
+        raise MalformedFrame(f"field {name!r} is not a number")
+    if not math.isfinite(f) or f < 0:
+        raise MalformedFrame(f"field {name!r} is not a finite non-negative number")
+    return f
+
+
+def _bool(v: Any, name: str) -> bool:
+    if isinstance(v, bool):
+        return v
+    if v in ("true", "True"):
+        return True
+    if v in ("false", "False"):
+        return False
+    raise MalformedFrame(f"field {name!r} is not a boolean")
+
+
+def _symbol(v: Any) -> str:
+    if not isinstance(v, str) or not _SYMBOL.match(v):
+        raise MalformedFrame("field 's' is not a symbol")
+    return v
+
+
+def _time(v: Any, name: str = "T") -> int:
+    t = _int(v, name)
+    if not _MIN_T <= t <= _MAX_T:
+        raise MalformedFrame(f"field {name!r} is not a plausible epoch-ms time")
+    return t
+
+
+def _tick(symbol: str, t: int, price: float, qty: float, a: int, f: int, l_: int, m: bool) -> Tick:
+    if price <= 0:
+        raise MalformedFrame("price must be positive")
+    if not f <= l_:
+        raise MalformedFrame("first trade id after last trade id")
+    return Tick(symbol, ms_to_dt(t), price, qty, a, f, l_, m)
+
+
+def event_to_tick(d: Any) -> Optional[Tick]:
+    """A decoded ``aggTrade`` or ``trade`` event → Tick; None for a non-trade message.
+
+    Non-market trades (``X`` other than ``MARKET``: insurance fund, ADL) are not in klines and
+    are skipped (None), like Binance's own aggTrade stream does.
+    """
+    if not isinstance(d, dict):
+        raise MalformedFrame("event is not a JSON object")
+    e = d.get("e")
+    if e == "aggTrade":
+        a = _int(d.get("a"), "a")
+        return _tick(
+            _symbol(d.get("s")),
+            _time(d.get("T")),
+            _num(d.get("p"), "p"),
+            _num(d.get("q"), "q"),
+            a,
+            _int(d.get("f"), "f"),
+            _int(d.get("l"), "l"),
+            _bool(d.get("m"), "m"),
+        )
+    if e == "trade":
+        x = d.get("X", "MARKET")
+        if x != "MARKET":
+            if isinstance(x, str) and len(x) < 32:
+                return None
+            raise MalformedFrame("field 'X' is not a string")
+        t = _int(d.get("t"), "t")
+        return _tick(
+            _symbol(d.get("s")),
+            _time(d.get("T")),
+            _num(d.get("p"), "p"),
+            _num(d.get("q"), "q"),
+            t,
+            t,
+            t,
+            _bool(d.get("m"), "m"),
+        )
+    if e is None and ("result" in d or "id" in d or "code" in d):
+        return None  # subscription answer or error message: not a trade
+    if isinstance(e, str) and len(e) < 64:
+        return None  # another stream's event (kline, depth...): not ours to parse
+    raise MalformedFrame("not a trade event")
+
+
+def parse_frame(raw: bytes | str) -> Optional[Tick]:
+    """One WebSocket text frame (combined ``{"stream","data"}`` wrapper or bare) → Tick or None."""
+    if len(raw) > MAX_FRAME_BYTES:
+        raise MalformedFrame(f"frame of {len(raw)} bytes exceeds {MAX_FRAME_BYTES}")
+    try:
+        d = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise MalformedFrame("not valid JSON") from None
+    if isinstance(d, dict) and "data" in d and "stream" in d:
+        d = d["data"]
+    return event_to_tick(d)
+
+
+def rest_agg_to_tick(symbol: str, d: Any) -> Tick:
+    """One row of REST ``GET /fapi/v1/aggTrades`` (no ``e``/``s`` fields) → Tick."""
+    if not isinstance(d, dict):
+        raise MalformedFrame("aggTrades row is not an object")
+    return _tick(
+        _symbol(symbol),
+        _time(d.get("T")),
+        _num(d.get("p"), "p"),
+        _num(d.get("q"), "q"),
+        _int(d.get("a"), "a"),
+        _int(d.get("f"), "f"),
+        _int(d.get("l"), "l"),
+        _bool(d.get("m"), "m"),
+    )
+
+
+def csv_trade_to_tick(symbol: str, row: dict[str, str]) -> Tick:
+    """A data.binance.vision ``trades`` or ``aggTrades`` CSV row (named columns) → Tick.
+
+    trades: ``id,price,qty,quote_qty,time,is_buyer_maker`` (our derived files add columns);
+    aggTrades: ``agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,
+    is_buyer_maker``.
+    """
+    try:
+        if "agg_trade_id" in row:
+            return _tick(
+                symbol,
+                _time(row["transact_time"], "transact_time"),
+                _num(row["price"], "price"),
+                _num(row["quantity"], "quantity"),
+                _int(row["agg_trade_id"], "agg_trade_id"),
+                _int(row["first_trade_id"], "first_trade_id"),
+                _int(row["last_trade_id"], "last_trade_id"),
+                _bool(row["is_buyer_maker"], "is_buyer_maker"),
+            )
+        t = _int(row["id"], "id")
+        return _tick(
+            symbol,
+            _time(row["time"], "time"),
+            _num(row["price"], "price"),
+            _num(row["qty"], "qty"),
+            t,
+            t,
+            t,
+            _bool(row["is_buyer_maker"], "is_buyer_maker"),
+        )
+    except KeyError as e:
+        raise MalformedFrame(f"CSV row lacks column {e.args[0]!r}") from None

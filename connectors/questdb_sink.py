@@ -1,0 +1,276 @@
+"""Bytewax sink writing typed records into QuestDB with the official client over HTTP.
+
+One partition per table (``ticks``, ``bars`` ...), so multi-worker runs spread tables across
+workers and each table has a single writer. Records are buffered and flushed by a background
+thread on size and on a timer, even when the stream is quiet. While QuestDB is unreachable rows
+stay in a bounded buffer and the flush is retried with capped backoff; when the buffer is full
+``write_batch`` waits (back-pressure), so nothing is ever dropped. ``snapshot`` (called by
+Bytewax at the end of each epoch, before the epoch's recovery snapshot is committed) and
+``close`` flush synchronously: an epoch never counts as written before its rows are in QuestDB,
+and DEDUP keys make the rows re-sent after a resume harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, Optional
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from questdb import QuestDBError as ClientError
+from questdb import Sender
+
+from connectors.questdb_http import QuestDBError, QuestDBHttp
+from connectors.schema import BY_NAME, TABLES, Table, table_for
+
+log = logging.getLogger("pairstream.questdb")
+
+
+def ensure_tables(conf: str, tables: Iterable[Table] = TABLES) -> None:
+    """Create the tables if missing (idempotent). Raises QuestDBError with a one-line message."""
+    http = QuestDBHttp.from_conf(conf)
+    for t in tables:
+        http.exec(t.ddl())
+
+
+def check_reachable(conf: str) -> None:
+    """Raise QuestDBError naming the address when QuestDB does not answer."""
+    http = QuestDBHttp.from_conf(conf, timeout=5.0)
+    if not http.ping():
+        raise QuestDBError(
+            f"QuestDB at {http.base_url} is unreachable "
+            "(check [questdb] conf or QDB_CLIENT_CONF)"
+        )
+
+
+class _TablePartition(StatefulSinkPartition[Any, None]):
+    def __init__(
+        self,
+        conf: str,
+        table: Table,
+        flush_rows: int,
+        flush_interval: float,
+        buffer_rows: int,
+        max_backoff: float,
+    ) -> None:
+        self._conf = conf
+        self._table = table
+        self._flush_rows = flush_rows
+        self._interval = flush_interval
+        self._cap = max(buffer_rows, flush_rows)
+        self._max_backoff = max_backoff
+        self._pending: deque = deque()
+        self._oldest = 0.0  # monotonic time the oldest pending row arrived
+        self._cond = threading.Condition()
+        self._flushing = 0  # rows taken by the writer thread and not yet confirmed
+        self._closing = False
+        self._error: Optional[BaseException] = None
+        self._sender: Optional[Sender] = None
+        self._created = False
+        self.rows_written = 0
+        self._thread = threading.Thread(
+            target=self._run, name=f"questdb-{table.name}", daemon=True
+        )
+        self._thread.start()
+
+    # -- called by Bytewax on the worker thread ----------------------------------------------
+
+    def write_batch(self, values: list[Any]) -> None:
+        with self._cond:
+            self._raise_if_failed()
+            while len(self._pending) + self._flushing >= self._cap:
+                self._cond.wait(0.5)  # back-pressure: the flow waits for QuestDB
+                self._raise_if_failed()
+            if not self._pending:
+                self._oldest = time.monotonic()
+            self._pending.extend(values)
+            if len(self._pending) >= self._flush_rows:
+                self._cond.notify_all()
+
+    def snapshot(self) -> None:
+        self._drain()
+        return None
+
+    def close(self) -> None:
+        self._drain()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _drain(self) -> None:
+        """Wait until every row handed to this partition is in QuestDB."""
+        with self._cond:
+            self._oldest = 0.0  # due now
+            self._cond.notify_all()
+            while self._pending or self._flushing:
+                self._raise_if_failed()
+                self._cond.wait(0.5)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            with self._cond:
+                while True:
+                    due = self._pending and (
+                        len(self._pending) >= self._flush_rows
+                        or time.monotonic() - self._oldest >= self._interval
+                    )
+                    if due or (self._closing and not self._pending):
+                        break
+                    timeout = self._interval if self._pending else None
+                    if self._pending:
+                        timeout = max(0.0, self._oldest + self._interval - time.monotonic())
+                    self._cond.wait(timeout)
+                if not self._pending:
+                    return  # closing and drained
+                batch = [self._pending.popleft() for _ in range(min(len(self._pending), 50_000))]
+                self._flushing = len(batch)
+                if self._pending:
+                    self._oldest = time.monotonic()
+            try:
+                self._write(batch)
+                backoff = 0.1
+            except Exception as e:  # noqa: BLE001 - every failure is retried, never dropped
+                if not _retryable(e):
+                    with self._cond:
+                        self._error = e
+                        self._pending.extendleft(reversed(batch))
+                        self._flushing = 0
+                        self._cond.notify_all()
+                    log.error("questdb: table %s: %s", self._table.name, _one_line(e))
+                    return
+                log.warning(
+                    "questdb: table %s: flush of %d rows failed (%s); retrying in %.1fs",
+                    self._table.name,
+                    len(batch),
+                    _one_line(e),
+                    backoff,
+                )
+                self._close_sender()
+                with self._cond:
+                    self._pending.extendleft(reversed(batch))
+                    self._flushing = 0
+                    self._cond.notify_all()
+                time.sleep(backoff * (0.5 + random.random() / 2))
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            with self._cond:
+                self._flushing = 0
+                self.rows_written += len(batch)
+                self._cond.notify_all()
+
+    def _close_sender(self) -> None:
+        if self._sender is not None:
+            try:
+                self._sender.close()
+            except Exception:  # noqa: BLE001 - a broken sender is replaced anyway
+                pass
+            self._sender = None
+
+    def _write(self, batch: list) -> None:
+        if not self._created:
+            ensure_tables(self._conf, [self._table])
+            self._created = True
+        if self._sender is None:
+            self._sender = Sender.from_conf(self._conf, auto_flush=False)
+            self._sender.establish()
+        buf = self._sender.new_buffer()
+        name = self._table.name
+        row = self._table.row
+        for rec in batch:
+            symbols, columns = row(rec)
+            buf.row(name, symbols=symbols, columns=columns, at=rec.ts)
+        self._sender.flush(buf, clear=False)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300]
+
+
+_FATAL = {
+    "InvalidApiCall",
+    "InvalidUtf8",
+    "InvalidName",
+    "InvalidTimestamp",
+    "ConfigError",
+    "AuthError",
+    "TlsError",
+}
+
+
+def _retryable(e: BaseException) -> bool:
+    """Connection problems and server hiccups are retried; bad data or config stops the flow."""
+    if isinstance(e, ClientError):
+        return getattr(e.code, "name", str(e.code)) not in _FATAL
+    return isinstance(e, (QuestDBError, OSError))
+
+
+class QuestDBSink(FixedPartitionedSink[Any, None]):
+    """Write records (Tick, Bar, Analytics, Signal, AlertEvent, Health) to their tables.
+
+    Items are ``(table_name, record)``; :func:`to_questdb` does the keying. Tables are created at
+    start (``CREATE TABLE IF NOT EXISTS`` from :mod:`connectors.schema`).
+    """
+
+    def __init__(
+        self,
+        conf: str,
+        *,
+        flush_rows: int = 10_000,
+        flush_interval: float = 0.25,
+        buffer_rows: int = 1_000_000,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.conf = conf
+        self.flush_rows = flush_rows
+        self.flush_interval = flush_interval
+        self.buffer_rows = buffer_rows
+        self.max_backoff = max_backoff
+
+    def list_parts(self) -> list[str]:
+        return [t.name for t in TABLES]
+
+    def part_fn(self, item_key: str) -> int:
+        return _PART_INDEX[item_key]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: Optional[None]
+    ) -> _TablePartition:
+        return _TablePartition(
+            self.conf,
+            BY_NAME[for_part],
+            self.flush_rows,
+            self.flush_interval,
+            self.buffer_rows,
+            self.max_backoff,
+        )
+
+
+# Bytewax indexes part_fn into the *sorted* global list of partitions.
+_PART_INDEX = {name: i for i, name in enumerate(sorted(t.name for t in TABLES))}
+
+
+def _keyed(rec: Any) -> tuple[str, Any]:
+    return (table_for(rec).name, rec)
+
+
+@operator
+def to_questdb(step_id: str, up: Stream[Any], sink: QuestDBSink) -> None:
+    """Write every record of ``up`` to the QuestDB table its type maps to."""
+    op.output("write", op.map("table", up, _keyed), sink)

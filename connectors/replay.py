@@ -1,0 +1,371 @@
+"""Replay recorded Binance data through the flow, as fast as possible or paced.
+
+Reads data.binance.vision dumps (``trades``, ``aggTrades`` and ``klines`` CSV, with or without
+header) and recorded WebSocket frame files (lines ``<recv_ts_ns> <json>``, optionally gzipped).
+Trades become :class:`~flows.records.Tick`; kline rows become :class:`~flows.records.Bar`
+directly (offline OHLC mode). Files naming the same symbols form one partition and are read in
+name order, so each symbol's ticks stay in time order; the snapshot is the position reached, so
+a recovered flow resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import gzip
+import io
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from connectors.frames import MalformedFrame, csv_trade_to_tick, ms_to_dt, parse_frame
+from flows.records import Bar, Progress, Tick
+
+log = logging.getLogger("pairstream.replay")
+UTC = timezone.utc
+
+TRADES_COLS = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker"]
+AGG_COLS = [
+    "agg_trade_id",
+    "price",
+    "quantity",
+    "first_trade_id",
+    "last_trade_id",
+    "transact_time",
+    "is_buyer_maker",
+]
+KLINE_COLS = [
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+]
+
+
+class ReplayError(ValueError):
+    """A replay input that cannot be used (missing file, unknown format); one-line message."""
+
+
+def tf_label(seconds: int) -> str:
+    """60 → ``"1m"``, 300 → ``"5m"``, 1 → ``"1s"``, 3600 → ``"1h"``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def expand_paths(patterns: Sequence[str]) -> list[str]:
+    """Files named by ``patterns`` (globs allowed), sorted; an unmatched pattern is an error."""
+    out: list[str] = []
+    for pat in patterns:
+        hits = sorted(glob.glob(pat)) if any(c in pat for c in "*?[") else [pat]
+        hits = [h for h in hits if os.path.isfile(h)]
+        if not hits:
+            raise ReplayError(f"source.paths: no file matches {pat!r}")
+        out.extend(h for h in hits if h not in out)
+    return out
+
+
+def symbols_in_name(path: str, known: Sequence[str]) -> tuple[str, ...]:
+    """The configured symbols a file name mentions (``BTCUSDT-trades-2024-07-01.csv``)."""
+    name = os.path.basename(path).upper()
+    found = [s for s in known if re.search(rf"(?<![A-Z0-9]){s}(?![A-Z0-9])", name)]
+    return tuple(sorted(found))
+
+
+def _open_text(path: str) -> io.TextIOBase:
+    if path.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _is_frame_file(path: str) -> bool:
+    with _open_text(path) as fh:
+        first = fh.readline()
+    return bool(re.match(r"^\d+ \{", first))
+
+
+def _kline_bar(symbol: str, row: dict[str, str]) -> Bar:
+    try:
+        open_ms = int(row["open_time"])
+        close_ms = int(row["close_time"])
+        if open_ms > 10**14:  # newer dumps use microseconds
+            open_ms //= 1000
+            close_ms //= 1000
+        secs = (close_ms + 1 - open_ms) // 1000
+        volume = float(row["volume"])
+        quote = float(row["quote_volume"])
+        close = float(row["close"])
+        count = int(row["count"])
+        return Bar(
+            symbol=symbol,
+            tf=tf_label(secs),
+            ts=ms_to_dt(open_ms),
+            open=float(row["open"]),
+            high=float(row["high"]),
+            low=float(row["low"]),
+            close=close,
+            volume=volume,
+            quote_volume=quote,
+            trades=count,
+            taker_buy_volume=float(row["taker_buy_volume"]),
+            vwap=quote / volume if volume else close,
+            filled=count == 0,
+        )
+    except (KeyError, ValueError, TypeError) as e:
+        raise MalformedFrame(f"bad kline row ({e})") from None
+
+
+@dataclass(frozen=True)
+class _FileSpec:
+    path: str
+    kind: str  # "frames" | "trades" | "klines"
+    symbol: Optional[str]  # CSV files: the one symbol they hold
+
+
+def _read_file(spec: _FileSpec, skip: int) -> Iterator[tuple[int, Any]]:
+    """(line number, Tick | Bar | None | MalformedFrame) for every data line after ``skip``."""
+    with _open_text(spec.path) as fh:
+        if spec.kind == "frames":
+            for n, line in enumerate(fh, 1):
+                if n <= skip:
+                    continue
+                _, _, raw = line.partition(" ")
+                try:
+                    yield n, parse_frame(raw)
+                except MalformedFrame as e:
+                    yield n, e
+            return
+        reader = csv.reader(fh)
+        header: Optional[list[str]] = None
+        for n, fields in enumerate(reader, 1):
+            if n == 1 and fields and not fields[0].strip().lstrip("-").isdigit():
+                header = [f.strip() for f in fields]
+                continue
+            if n <= skip or not fields:
+                continue
+            if header is None:
+                header = {6: TRADES_COLS, 7: AGG_COLS, 12: KLINE_COLS}.get(len(fields))
+                if header is None:
+                    yield n, MalformedFrame(f"{len(fields)} columns: not a Binance dump")
+                    header = None
+                    continue
+            row = dict(zip(header, fields))
+            try:
+                if spec.kind == "klines":
+                    yield n, _kline_bar(spec.symbol or "", row)
+                else:
+                    yield n, csv_trade_to_tick(spec.symbol or "", row)
+            except MalformedFrame as e:
+                yield n, e
+
+
+def _classify(path: str, symbols: Sequence[str]) -> _FileSpec:
+    if _is_frame_file(path):
+        return _FileSpec(path, "frames", None)
+    found = symbols_in_name(path, symbols)
+    if len(found) != 1:
+        raise ReplayError(
+            f"{path}: cannot tell which configured symbol ({', '.join(symbols)}) the file holds"
+        )
+    with _open_text(path) as fh:
+        first = fh.readline()
+    kind = "klines" if ("open_time" in first or first.count(",") == 11) else "trades"
+    return _FileSpec(path, kind, found[0])
+
+
+class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
+    def __init__(
+        self,
+        files: list[_FileSpec],
+        symbols: tuple[str, ...],
+        wanted: Sequence[str],
+        resume: Optional[tuple[int, int]],
+        speed: float,
+        shift: timedelta,
+        batch_size: int,
+        clock: Callable[[], datetime],
+        start: Optional[datetime],
+    ) -> None:
+        self._files = files
+        self._symbols = symbols
+        self._wanted = frozenset(wanted)
+        self._file_idx, self._line = resume or (0, 0)
+        self._speed = speed
+        self._shift = shift
+        self._batch = batch_size
+        self._clock = clock
+        self._iter: Optional[Iterator[tuple[int, Any]]] = None
+        self._pending: Optional[tuple[int, Any]] = None
+        self._t0_event: Optional[datetime] = start  # first event time (shifted)
+        self._t0_wall: Optional[datetime] = None
+        self._awake: Optional[datetime] = None
+        self.malformed = 0
+
+    def _next_record(self) -> Optional[tuple[int, Any]]:
+        while self._file_idx < len(self._files):
+            if self._iter is None:
+                self._iter = _read_file(self._files[self._file_idx], self._line)
+            nxt = next(self._iter, None)
+            if nxt is not None:
+                return nxt
+            self._file_idx += 1
+            self._line = 0
+            self._iter = None
+        return None
+
+    def _shifted(self, rec: Any) -> Any:
+        if not self._shift:
+            return rec
+        return _replace_ts(rec, rec.ts + self._shift)
+
+    def next_batch(self) -> list[Any]:
+        out: list[Any] = []
+        now = self._clock() if self._speed else None
+        if now is not None and self._t0_wall is None:
+            self._t0_wall = now
+        while len(out) < self._batch:
+            nxt = self._pending or self._next_record()
+            self._pending = None
+            if nxt is None:
+                if not out:
+                    raise StopIteration()
+                break
+            n, rec = nxt
+            if isinstance(rec, MalformedFrame):
+                self._line = n
+                self.malformed += 1
+                if self.malformed <= 10 or self.malformed % 1000 == 0:
+                    log.warning(
+                        "replay: %s line %d skipped: %s (%d so far)",
+                        self._files[self._file_idx].path,
+                        n,
+                        rec,
+                        self.malformed,
+                    )
+                continue
+            if rec is None or rec.symbol not in self._wanted:
+                self._line = n  # not a trade, or a symbol the config does not follow
+                continue
+            rec = self._shifted(rec)
+            if now is not None:
+                if self._t0_event is None:
+                    self._t0_event = rec.ts
+                due = self._t0_wall + (rec.ts - self._t0_event) / self._speed
+                if due > now:
+                    self._pending = (n, rec)  # not yet: keep it, sleep until due
+                    self._awake = due
+                    break
+            self._line = n
+            out.append(rec)
+        if now is not None and self._t0_event is not None:
+            # Paced replay: the tape is complete up to the replay clock for our symbols.
+            replay_now = self._t0_event + (now - self._t0_wall) * self._speed
+            out.extend(Progress(s, replay_now) for s in self._symbols)
+        if self._pending is None:
+            self._awake = None
+        return out
+
+    def next_awake(self) -> Optional[datetime]:
+        return self._awake
+
+    def snapshot(self) -> tuple[int, int]:
+        if self._pending is not None:
+            return (self._file_idx, self._pending[0] - 1)
+        return (self._file_idx, self._line)
+
+    def close(self) -> None:
+        if self.malformed:
+            log.warning("replay: %d malformed lines skipped in all", self.malformed)
+
+
+def _replace_ts(rec: Any, ts: datetime) -> Any:
+    from dataclasses import replace
+
+    return replace(rec, ts=ts)
+
+
+def _first_time(spec: _FileSpec) -> Optional[datetime]:
+    for _, rec in _read_file(spec, 0):
+        if isinstance(rec, (Tick, Bar)):
+            return rec.ts
+    return None
+
+
+class ReplaySource(FixedPartitionedSource[Any, tuple[int, int]]):
+    """Partitioned replay of dump and frame files.
+
+    ``speed``: 0 = as fast as possible, 1 = real time, 10 = ten times real time (paced by event
+    time). ``rebase_to_now``: shift every timestamp by whole minutes so the first tick lands
+    at the current minute (bars then align with the original klines and look live in Grafana).
+    Emits Tick (trade files), Bar (kline files) and, when paced, Progress records.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        symbols: Sequence[str],
+        *,
+        speed: float = 0.0,
+        rebase_to_now: bool = False,
+        batch_size: int = 2000,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        files = [_classify(p, symbols) for p in expand_paths(paths)]
+        groups: dict[str, list[_FileSpec]] = {}
+        for f in files:
+            syms = (f.symbol,) if f.symbol else symbols_in_name(f.path, symbols)
+            key = "+".join(syms) or os.path.basename(f.path)
+            groups.setdefault(f"{f.kind}:{key}", []).append(f)
+        self._groups = groups
+        self._symbols = tuple(symbols)
+        self._speed = speed
+        self._batch = batch_size
+        self._clock = clock
+        self._start: Optional[datetime] = None
+        self._shift = timedelta(0)
+        if rebase_to_now or speed:
+            firsts = [t for f in files if (t := _first_time(f)) is not None]
+            self._start = min(firsts) if firsts else None
+        if rebase_to_now and self._start is not None:
+            now = clock()
+            minutes = (now - self._start) // timedelta(minutes=1)
+            self._shift = timedelta(minutes=minutes)
+            self._start += self._shift
+
+    def list_parts(self) -> list[str]:
+        return sorted(self._groups)
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: Optional[tuple[int, int]]
+    ) -> _ReplayPartition:
+        files = self._groups[for_part]
+        syms = sorted(
+            {s for f in files for s in ((f.symbol,) if f.symbol else ())}
+            | {s for f in files if not f.symbol for s in symbols_in_name(f.path, self._symbols)}
+        )
+        return _ReplayPartition(
+            files,
+            tuple(syms),
+            self._symbols,
+            resume_state,
+            self._speed,
+            self._shift,
+            self._batch,
+            self._clock,
+            self._start,
+        )

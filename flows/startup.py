@@ -1,0 +1,49 @@
+"""Start-up checks shared by the flow and the CLI: every user-caused problem ends in one line.
+
+Bad configuration or alert rule, missing replay file, QuestDB unreachable: print
+``pairstream: error: <what and why>`` to stderr and exit non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+from connectors.questdb_http import QuestDBError
+from connectors.questdb_server import LauncherError
+from connectors.replay import ReplayError
+from flows.config import Config, ConfigError, load
+
+T = TypeVar("T")
+USER_ERRORS = (ConfigError, QuestDBError, ReplayError, LauncherError)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one line and exit; the line is all the user needs."""
+    print(f"pairstream: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def checked(fn: Callable[[], T]) -> T:
+    """Run ``fn``; a user-caused error becomes the one-line exit of :func:`fail`."""
+    try:
+        return fn()
+    except USER_ERRORS as e:
+        fail(str(e))
+
+
+def setup_logging() -> None:
+    level = os.environ.get("PAIRSTREAM_LOG", "INFO").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def load_config() -> Config:
+    """The configuration (``PAIRSTREAM_CONFIG`` or ``pairstream.toml``), checked."""
+    return checked(load)
