@@ -89,6 +89,7 @@ class QuestDBServer:
     pg_port: int = 0
     ilp_port: int = 0
     version: str = VERSION
+    detached: bool = False  # keeps running after this Python process (make demo); see stop_pidfile
     proc: Optional[subprocess.Popen] = field(default=None, repr=False)
     _tmp: Optional[str] = field(default=None, repr=False)
 
@@ -141,8 +142,15 @@ class QuestDBServer:
         ]
         log = open(self.root / "questdb.out", "ab")
         self.proc = subprocess.Popen(
-            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            cmd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=self.detached,  # a kept server must not get the terminal's Ctrl-C
         )
+        if self.detached:
+            (self.root / "questdb.pid").write_text(str(self.proc.pid))
         log.close()
         deadline = time.monotonic() + timeout
         http = self.http
@@ -186,6 +194,28 @@ class QuestDBServer:
         self.stop()
 
 
+def stop_pidfile(root: Path, timeout: float = 60.0) -> bool:
+    """Stop a detached server by the pid it recorded in its data directory."""
+    pidfile = Path(root) / "questdb.pid"
+    if not pidfile.exists():
+        return False
+    pid = int(pidfile.read_text().strip())
+    pidfile.unlink()
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m connectors.questdb_server")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -195,10 +225,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     sv.add_argument("--http", type=int, default=9000)
     sv.add_argument("--pg", type=int, default=8812)
     sv.add_argument("--ilp", type=int, default=9009)
+    st = sub.add_parser("stop", help="stop a QuestDB left running by `pairstream demo`")
+    st.add_argument("--root", default=str(ROOT / "var" / "questdb"))
     args = ap.parse_args(argv)
     try:
         if args.cmd == "fetch":
             print(fetch_jar())
+            return 0
+        if args.cmd == "stop":
+            print("stopped" if stop_pidfile(Path(args.root)) else "no QuestDB was running")
             return 0
         srv = QuestDBServer(Path(args.root), args.http, args.pg, args.ilp)
         srv.start()

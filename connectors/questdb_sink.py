@@ -87,11 +87,12 @@ class _TablePartition(StatefulSinkPartition[Any, None]):
             while len(self._pending) + self._flushing >= self._cap:
                 self._cond.wait(0.5)  # back-pressure: the flow waits for QuestDB
                 self._raise_if_failed()
-            if not self._pending:
+            was_empty = not self._pending
+            if was_empty:
                 self._oldest = time.monotonic()
             self._pending.extend(values)
-            if len(self._pending) >= self._flush_rows:
-                self._cond.notify_all()
+            if was_empty or len(self._pending) >= self._flush_rows:
+                self._cond.notify_all()  # the writer (re)arms its timer or flushes now
 
     def snapshot(self) -> None:
         self._drain()

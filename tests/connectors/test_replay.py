@@ -1,0 +1,189 @@
+"""Replay source: frame files and CSV dumps give the same ticks; pacing, rebasing, resume."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import bytewax.operators as op
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, run_main
+
+from connectors.replay import ReplayError, ReplaySource
+from flows.records import Bar, Progress, Tick
+from tests.conftest import SAMPLE
+
+SYMS = ["BTCUSDT", "ETHUSDT"]
+MERGED = str(SAMPLE / "futures-um-ws-trade-frames-BTCUSDT+ETHUSDT-merged-*.txt.gz")
+PER_SYMBOL_FRAMES = [
+    str(SAMPLE / f"futures-um-ws-trade-frames-{s}-2024-07-18T23-57_2024-07-19T00-05.txt.gz")
+    for s in SYMS
+]
+TRADE_CSVS = [
+    str(SAMPLE / f"futures-um-trades-{s}-2024-07-18T23-57_2024-07-19T00-05.csv") for s in SYMS
+]
+UTC = timezone.utc
+
+
+def replay(paths, **kw) -> list:
+    flow = Dataflow("replay_test")
+    out: list = []
+    op.output("out", op.input("in", flow, ReplaySource(paths, SYMS, **kw)), TestingSink(out))
+    run_main(flow)
+    return out
+
+
+def by_symbol(records) -> dict[str, list[Tick]]:
+    out: dict[str, list[Tick]] = {}
+    for r in records:
+        if isinstance(r, Tick):
+            out.setdefault(r.symbol, []).append(r)
+    return out
+
+
+def test_frames_and_csvs_of_window_a_give_identical_tick_sequences():
+    merged = by_symbol(replay([MERGED]))
+    frames = by_symbol(replay(PER_SYMBOL_FRAMES))
+    csvs = by_symbol(replay(TRADE_CSVS))
+    assert {s: len(v) for s, v in csvs.items()} == {"BTCUSDT": 10_701, "ETHUSDT": 13_655}
+    assert merged == frames == csvs
+    # and they are exactly the CSV rows, in file order
+    for sym, ticks in csvs.items():
+        with open(TRADE_CSVS[SYMS.index(sym)]) as fh:
+            rows = list(csv.DictReader(fh))
+        assert [t.trade_id for t in ticks] == [int(r["id"]) for r in rows]
+        assert [t.price for t in ticks] == [float(r["price"]) for r in rows]
+        assert [t.qty for t in ticks] == [float(r["qty"]) for r in rows]
+        assert [int(t.ts.timestamp() * 1000 + 0.5) for t in ticks] == [int(r["time"]) for r in rows]
+        assert [t.buyer_maker for t in ticks] == [r["is_buyer_maker"] == "true" for r in rows]
+
+
+def _headerless_dump(tmp_path: Path, kind: str) -> Path:
+    """Write window A BTC trades the way data.binance.vision ships them (no header)."""
+    with open(TRADE_CSVS[0]) as fh:
+        rows = list(csv.DictReader(fh))
+    path = tmp_path / f"BTCUSDT-{kind}-2024-07-18.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        for i, r in enumerate(rows):
+            if kind == "trades":
+                quote = f"{float(r['price']) * float(r['qty']):.6f}"
+                w.writerow([r["id"], r["price"], r["qty"], quote, r["time"], r["is_buyer_maker"]])
+            else:  # aggTrades: one agg per raw trade, ids from 1
+                w.writerow([i + 1, r["price"], r["qty"], r["id"], r["id"], r["time"], r["is_buyer_maker"]])
+    return path
+
+
+@pytest.mark.parametrize("kind", ["trades", "aggTrades"])
+def test_headerless_dumps(tmp_path: Path, kind: str):
+    ticks = by_symbol(replay([str(_headerless_dump(tmp_path, kind))]))["BTCUSDT"]
+    ref = by_symbol(replay([TRADE_CSVS[0]]))["BTCUSDT"]
+    assert len(ticks) == len(ref) == 10_701
+    assert [(t.ts, t.price, t.qty, t.buyer_maker, t.first_id) for t in ticks] == [
+        (t.ts, t.price, t.qty, t.buyer_maker, t.trade_id) for t in ref
+    ]
+    if kind == "aggTrades":
+        assert [t.trade_id for t in ticks] == list(range(1, 10_702))
+
+
+def test_malformed_lines_are_counted_and_skipped(tmp_path: Path, caplog):
+    src = Path(PER_SYMBOL_FRAMES[0])
+    with gzip.open(src, "rt") as fh:
+        lines = fh.read().splitlines()
+    bad = tmp_path / "BTCUSDT-frames.txt"
+    garbage = ['1 {"stream":"x","data":{"e":"trade","p":"NaN"}}', "2 not json", "3 {}", "4 []"]
+    bad.write_text("\n".join(lines[:100] + garbage + lines[100:]) + "\n")
+    with caplog.at_level("WARNING", logger="pairstream.replay"):
+        ticks = by_symbol(replay([str(bad)]))["BTCUSDT"]
+    assert len(ticks) == 10_701
+    assert "4 malformed lines skipped" in caplog.text
+
+
+def test_kline_dumps_become_bars():
+    path = str(SAMPLE / "futures-um-klines-1m-BTCUSDT-2024-07-18T23-50_2024-07-19T00-09.csv")
+    bars = replay([path])
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh))
+    assert all(isinstance(b, Bar) and b.tf == "1m" for b in bars)
+    assert [(b.open, b.high, b.low, b.close, b.volume, b.quote_volume, b.trades) for b in bars] == [
+        (
+            float(r["open"]),
+            float(r["high"]),
+            float(r["low"]),
+            float(r["close"]),
+            float(r["volume"]),
+            float(r["quote_volume"]),
+            int(r["count"]),
+        )
+        for r in rows
+    ]
+    assert bars[0].ts == datetime(2024, 7, 18, 23, 50, tzinfo=UTC)
+
+
+class FakeClock:
+    """A clock the test moves; the source reads it, nothing sleeps."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def drain(part, clock: FakeClock | None = None, step=timedelta(seconds=1)):
+    out = []
+    while True:
+        try:
+            out.append(part.next_batch())
+        except StopIteration:
+            return out
+        if clock is not None:
+            clock.now += step
+
+
+def test_paced_replay_follows_the_clock_and_reports_progress():
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    clock = FakeClock(start)
+    src = ReplaySource([TRADE_CSVS[0]], SYMS, speed=10, clock=clock)
+    (name,) = src.list_parts()
+    part = src.build_part("in", name, None)
+    batches = drain(part, clock)  # each batch = 1 s of wall time = 10 s of tape
+    t0 = datetime(2024, 7, 18, 23, 57, 2, 956000, tzinfo=UTC)
+    for i, batch in enumerate(batches):
+        ticks = [r for r in batch if isinstance(r, Tick)]
+        progress = [r for r in batch if isinstance(r, Progress)]
+        assert all(t.ts <= t0 + timedelta(seconds=10 * i) for t in ticks)
+        assert progress == [Progress("BTCUSDT", t0 + timedelta(seconds=10 * i))]
+        if i + 1 < len(batches):
+            assert part.next_awake() is None or part.next_awake() > start
+    assert sum(isinstance(r, Tick) for b in batches for r in b) == 10_701
+    assert 48 <= len(batches) <= 50  # 480 s of tape at 10x
+
+
+def test_rebase_to_now_shifts_by_whole_minutes():
+    now = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
+    ticks = by_symbol(replay([TRADE_CSVS[0]], rebase_to_now=True, clock=lambda: now))["BTCUSDT"]
+    ref = by_symbol(replay([TRADE_CSVS[0]]))["BTCUSDT"]
+    shift = ticks[0].ts - ref[0].ts
+    assert shift % timedelta(minutes=1) == timedelta(0)
+    assert timedelta(0) <= now - ticks[0].ts < timedelta(minutes=1)
+    assert [t.ts - shift for t in ticks] == [t.ts for t in ref]
+
+
+def test_resume_from_snapshot_continues_where_it_stopped():
+    src = ReplaySource([MERGED], SYMS, batch_size=1000)
+    (name,) = src.list_parts()
+    part = src.build_part("in", name, None)
+    first = part.next_batch() + part.next_batch() + part.next_batch()
+    snap = part.snapshot()
+    rest = drain(src.build_part("in", name, snap))
+    full = [r for b in drain(src.build_part("in", name, None)) for r in b]
+    assert first + [r for b in rest for r in b] == full
+
+
+def test_missing_file_is_one_clear_error():
+    with pytest.raises(ReplayError, match=r"source.paths: no file matches '.*nope\*\.csv'"):
+        ReplaySource(["/nonexistent/nope*.csv"], SYMS)

@@ -1,0 +1,44 @@
+"""The front door: `pairstream demo` fills QuestDB and says how to query it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+from connectors.questdb_http import QuestDBHttp
+from connectors.questdb_server import free_port
+from flows import cli
+from flows.config import QuestDBConfig, parse
+from tests.conftest import REPO
+
+
+def test_demo_replays_the_sample_into_questdb(fresh_tables):
+    env = dict(os.environ, QDB_CLIENT_CONF=fresh_tables.conf)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "demo"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "BTCUSDT      10701 ticks" in proc.stdout
+    assert "ETHUSDT      13655 ticks" in proc.stdout
+    assert "curl -G" in proc.stdout and "psql" in proc.stdout
+    rows = fresh_tables.http.query("SELECT symbol, count() n FROM ticks ORDER BY symbol")
+    assert rows == [{"symbol": "BTCUSDT", "n": 10_701}, {"symbol": "ETHUSDT", "n": 13_655}]
+
+
+def test_a_local_questdb_is_started_when_none_answers(tmp_path, monkeypatch):
+    port = free_port()
+    monkeypatch.setattr(cli, "LOCAL_DATA", tmp_path / "qdb")
+    cfg = replace(parse({}), questdb=QuestDBConfig(conf=f"http::addr=127.0.0.1:{port};"))
+    http = QuestDBHttp.from_conf(cfg.questdb.conf, timeout=2)
+    assert not http.ping()
+    with cli.questdb_for(cfg) as srv:
+        assert srv is not None and http.ping()
+        assert (tmp_path / "qdb" / "db").is_dir()
+    assert not http.ping()  # stopped again

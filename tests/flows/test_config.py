@@ -1,0 +1,93 @@
+"""Configuration: defaults that run, one-line errors naming the key, environment overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.config import Config, ConfigError, load, parse
+from tests.conftest import REPO
+
+
+def test_repository_configs_load():
+    live = load(REPO / "pairstream.toml")
+    assert live.source.kind == "binance" and live.pair_ids == ("BTCUSDT/ETHUSDT",)
+    demo = load(REPO / "config" / "demo.toml")
+    assert demo.source.kind == "replay"
+    assert all(Path(p).is_absolute() for p in demo.source.paths)
+
+
+def test_defaults_match_the_design_contract():
+    c = parse({})
+    assert c.symbols == ("BTCUSDT", "ETHUSDT") and c.timeframes == ("1s", "1m", "5m")
+    a = c.analytics
+    assert (a.prices, a.window, a.z_window, a.corr_window, a.adf_window, a.adf_every) == (
+        "raw",
+        60,
+        60,
+        60,
+        120,
+        10,
+    )
+    assert (a.kalman_delta, a.kalman_obs_var, a.kalman_p0) == (1e-4, 1e-3, 1.0)
+    assert c.bars.lateness_td.total_seconds() == 0.5
+    assert c.questdb.conf == "http::addr=127.0.0.1:9000;"
+
+
+def test_per_timeframe_analytics_override():
+    c = parse({"analytics": {"window": 30, "1m": {"window": 90, "prices": "log"}}})
+    assert c.analytics_for("1s").window == 30 and c.analytics_for("1s").prices == "raw"
+    assert c.analytics_for("1m").window == 90 and c.analytics_for("1m").prices == "log"
+    assert c.analytics_for("1m").z_window == 60
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"symbolz": []}, r"^symbolz: unknown key \(known: .*symbols"),
+        ({"symbols": "BTCUSDT"}, r"^symbols: expected a list of strings, got 'BTCUSDT'$"),
+        ({"analytics": {"window": "60"}}, r"^analytics\.window: expected an integer, got '60'$"),
+        ({"analytics": {"window": 2}}, r"^analytics\.window: must be at least 3 bars"),
+        ({"analytics": {"windw": 2}}, r"^analytics\.windw: unknown key"),
+        ({"analytics": {"1m": {"prices": "sqrt"}}}, r"^analytics\.1m\.prices: expected 'raw'"),
+        ({"analytics": {"kalman_delta": 1.5}}, r"^analytics\.kalman_delta: must be in \(0, 1\)"),
+        ({"bars": {"lateness": "soon"}}, r"^bars\.lateness: expected a duration"),
+        ({"source": {"kind": "kafka"}}, r"^source\.kind: expected 'binance' or 'replay'"),
+        ({"source": {"kind": "replay"}}, r"^source\.paths: a replay needs at least one file"),
+        ({"source": {"speed": -1}}, r"^source\.speed: must be ≥ 0"),
+        ({"source": {"ws_url": "ftp://x"}}, r"^source\.ws_url: expected a ws"),
+        ({"pairs": [{"y": "BTCUSDT", "x": "SOLUSDT"}]}, r"^pairs\[0\]: 'SOLUSDT' is not in symbols"),
+        ({"pairs": [{"y": "BTCUSDT"}]}, r"^pairs\[0\]: expected"),
+        ({"timeframes": ["1m", "1s"]}, r"^timeframes: list each once, shortest first"),
+        ({"timeframes": ["1s", "7s", "1m"]}, r"^timeframes: 60s is not a multiple of 7s"),
+        ({"questdb": {"conf": "localhost:9000"}}, r"^questdb\.conf: expected 'http::addr"),
+        ({"signals": {"entry": 1, "exit": 2}}, r"^signals\.exit: must be ≥ 0 and below"),
+        ({"signals": {"stop": 1.0}}, r"^signals\.stop: must be above signals\.entry"),
+        ({"alerts": {"id": "x"}}, r"^alerts: expected \[\[alerts\]\] tables"),
+    ],
+)
+def test_bad_configuration_is_one_line_naming_the_key(data, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        parse(data)
+    assert "\n" not in str(e.value)
+
+
+def test_environment_overrides(tmp_path: Path, monkeypatch):
+    cfg = tmp_path / "other.toml"
+    cfg.write_text('symbols = ["SOLUSDT", "ETHUSDT"]\npairs = [{ y = "SOLUSDT", x = "ETHUSDT" }]\n')
+    monkeypatch.setenv("PAIRSTREAM_CONFIG", str(cfg))
+    monkeypatch.setenv("QDB_CLIENT_CONF", "http::addr=10.1.2.3:9000;")
+    c = load()
+    assert c.symbols == ("SOLUSDT", "ETHUSDT") and c.pair_ids == ("SOLUSDT/ETHUSDT",)
+    assert c.questdb.conf == "http::addr=10.1.2.3:9000;"
+    assert isinstance(c, Config)
+
+
+def test_unreadable_files_are_one_line(tmp_path: Path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("symbols = [\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(bad)
