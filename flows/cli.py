@@ -111,7 +111,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
+def cmd_export(args: argparse.Namespace) -> int:
+    from connectors.export import ExportSpec, export, parse_time
+
+    cfg = load_config()
+    spec = ExportSpec(
+        what=args.what,
+        instrument=args.symbol or args.pair,
+        tf=args.tf,
+        start=parse_time(args.start, "from") if args.start else None,
+        end=parse_time(args.end, "to") if args.end else None,
+    )
+    http = QuestDBHttp.from_conf(cfg.questdb.conf)
+    out = export(http, spec, Path(args.out) if args.out else None, Path(args.dir))
+    if str(out) != "-":
+        print(f"pairstream: wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["ticks", "bars", "analytics", "signals", "alerts"])
+    p.add_argument("--symbol", help="ticks/bars: one symbol, e.g. BTCUSDT")
+    p.add_argument("--pair", help="analytics/signals/alerts: one pair, e.g. BTCUSDT/ETHUSDT")
+    p.add_argument("--tf", help="timeframe, e.g. 1m")
+    p.add_argument("--from", dest="start", help="start (inclusive), ISO time, UTC by default")
+    p.add_argument("--to", dest="end", help="end (exclusive), ISO time")
+    p.add_argument("-o", "--out", help="output file ('-' for stdout; default: a descriptive name)")
+    p.add_argument("--dir", default=".", help="directory for the default file name")
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {
+    "export": ("export stored rows to CSV (streamed from QuestDB)", _export_args, cmd_export),
+}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -12,13 +12,14 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
+from connectors.export import ExportError
 from connectors.questdb_http import QuestDBError
 from connectors.questdb_server import LauncherError
 from connectors.replay import ReplayError
 from flows.config import Config, ConfigError, load
 
 T = TypeVar("T")
-USER_ERRORS = (ConfigError, QuestDBError, ReplayError, LauncherError)
+USER_ERRORS = (ConfigError, QuestDBError, ReplayError, LauncherError, ExportError)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

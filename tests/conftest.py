@@ -38,3 +38,35 @@ def fresh_tables(questdb):
     for t in TABLES:
         questdb.http.exec(f"DROP TABLE IF EXISTS {t.name}")
     return questdb
+
+
+def run_flow(questdb, config: Path, *args: str, timeout: float = 900, env: dict | None = None):
+    """Run ``python -m bytewax.run flows.pairs`` on ``config`` into ``questdb``; wait for WAL."""
+    import os
+    import subprocess
+    import sys
+
+    full_env = dict(os.environ, PAIRSTREAM_CONFIG=str(config), QDB_CLIENT_CONF=questdb.conf)
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "flows.pairs", *args],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    questdb.http.wait_applied()
+    return proc
+
+
+@pytest.fixture(scope="module")
+def window_a(questdb):
+    """Tables holding exactly one replay of the bundled sample (window A) through the flow."""
+    from connectors.schema import TABLES
+
+    for t in TABLES:
+        questdb.http.exec(f"DROP TABLE IF EXISTS {t.name}")
+    run_flow(questdb, REPO / "config" / "demo.toml")
+    return questdb

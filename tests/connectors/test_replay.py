@@ -73,7 +73,8 @@ def _headerless_dump(tmp_path: Path, kind: str) -> Path:
                 quote = f"{float(r['price']) * float(r['qty']):.6f}"
                 w.writerow([r["id"], r["price"], r["qty"], quote, r["time"], r["is_buyer_maker"]])
             else:  # aggTrades: one agg per raw trade, ids from 1
-                w.writerow([i + 1, r["price"], r["qty"], r["id"], r["id"], r["time"], r["is_buyer_maker"]])
+                agg = [i + 1, r["price"], r["qty"], r["id"], r["id"], r["time"]]
+                w.writerow([*agg, r["is_buyer_maker"]])
     return path
 
 

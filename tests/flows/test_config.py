@@ -57,7 +57,7 @@ def test_per_timeframe_analytics_override():
         ({"source": {"kind": "replay"}}, r"^source\.paths: a replay needs at least one file"),
         ({"source": {"speed": -1}}, r"^source\.speed: must be ≥ 0"),
         ({"source": {"ws_url": "ftp://x"}}, r"^source\.ws_url: expected a ws"),
-        ({"pairs": [{"y": "BTCUSDT", "x": "SOLUSDT"}]}, r"^pairs\[0\]: 'SOLUSDT' is not in symbols"),
+        ({"pairs": [{"y": "BTCUSDT", "x": "SOL"}]}, r"^pairs\[0\]: 'SOL' is not in symbols"),
         ({"pairs": [{"y": "BTCUSDT"}]}, r"^pairs\[0\]: expected"),
         ({"timeframes": ["1m", "1s"]}, r"^timeframes: list each once, shortest first"),
         ({"timeframes": ["1s", "7s", "1m"]}, r"^timeframes: 60s is not a multiple of 7s"),
