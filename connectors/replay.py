@@ -56,6 +56,10 @@ KLINE_COLS = [
 ]
 
 
+# Records handed to the flow by every replay partition of this process (progress reporting).
+PROGRESS = {"records": 0}
+
+
 class ReplayError(ValueError):
     """A replay input that cannot be used (missing file, unknown format); one-line message."""
 
@@ -272,6 +276,7 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
                     break
             self._line = n
             out.append(rec)
+        PROGRESS["records"] += len(out)
         if now is not None and self._t0_event is not None:
             # Paced replay: the tape is complete up to the replay clock for our symbols.
             replay_now = self._t0_event + (now - self._t0_wall) * self._speed
@@ -297,6 +302,19 @@ def _replace_ts(rec: Any, ts: datetime) -> Any:
     from dataclasses import replace
 
     return replace(rec, ts=ts)
+
+
+def count_records(paths: Sequence[str]) -> int:
+    """Data lines in the files (a header line is not counted): the total for progress bars."""
+    total = 0
+    for p in expand_paths(paths):
+        with _open_text(p) as fh:
+            first = fh.readline()
+            n = sum(1 for _ in fh) + (1 if first else 0)
+        if first and not first.split(",")[0].strip().isdigit() and not first[:1].isdigit():
+            n -= 1
+        total += n
+    return total
 
 
 def _first_time(spec: _FileSpec) -> Optional[datetime]:

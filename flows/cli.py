@@ -129,6 +129,71 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    import threading
+    import time
+    from dataclasses import replace
+
+    from bytewax.run import cli_main
+
+    from connectors import replay as rp
+    from connectors.questdb_sink import ensure_tables
+    from flows.pairs import build
+
+    cfg = load_config()
+    paths = tuple(str(Path(p).resolve()) for p in args.paths)
+    rp.expand_paths(paths)  # one-line error for a missing file before anything starts
+    source = replace(
+        cfg.source, kind="replay", paths=paths, speed=args.speed, rebase_to_now=args.rebase
+    )
+    cfg = replace(cfg, source=source)
+    total = rp.count_records(paths)
+    with questdb_for(cfg):
+        ensure_tables(cfg.questdb.conf)
+        flow = build(cfg)
+        done = threading.Event()
+        start = time.monotonic()
+
+        def report() -> None:
+            tty = sys.stderr.isatty()
+            last_pct = -10
+            while not done.wait(0.5):
+                n = rp.PROGRESS["records"]
+                pct = 100 * n // max(total, 1)
+                rate = n / max(time.monotonic() - start, 1e-9)
+                bar = "#" * (pct // 4) + "." * (25 - pct // 4)
+                line = f"[{bar}] {pct:3d}% {n:,}/{total:,} records {rate:,.0f}/s"
+                if tty:
+                    print("\r" + line, end="", file=sys.stderr, flush=True)
+                elif pct >= last_pct + 10:
+                    print(line, file=sys.stderr, flush=True)
+                    last_pct = pct
+
+        threading.Thread(target=report, daemon=True).start()
+        try:
+            cli_main(flow, workers_per_process=args.workers)
+        finally:
+            done.set()
+        elapsed = time.monotonic() - start
+        n = rp.PROGRESS["records"]
+        print(file=sys.stderr)
+        http = QuestDBHttp.from_conf(cfg.questdb.conf)
+        http.wait_applied()
+        print(f"pairstream replay: {n:,} records from {len(paths)} file(s) in {elapsed:.1f}s "
+              f"({n / max(elapsed, 1e-9):,.0f}/s)")
+        for table in ("ticks", "bars", "pair_analytics", "signals", "alerts"):
+            rows = http.query(f"SELECT count() n, min(ts) lo, max(ts) hi FROM {table}")[0]
+            print(f"  {table:<15} {rows['n']:>9,} rows  {rows['lo']} .. {rows['hi']}")
+    return 0
+
+
+def _replay_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", help="dump or frame files (trades, aggTrades, klines)")
+    p.add_argument("--speed", type=float, default=0.0, help="0 = fastest, 1 = real time")
+    p.add_argument("--rebase", action="store_true", help="shift times so the tape starts now")
+    p.add_argument("-w", "--workers", type=int, default=1, help="Bytewax worker threads")
+
+
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", choices=["ticks", "bars", "analytics", "signals", "alerts"])
     p.add_argument("--symbol", help="ticks/bars: one symbol, e.g. BTCUSDT")
@@ -142,6 +207,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {
     "export": ("export stored rows to CSV (streamed from QuestDB)", _export_args, cmd_export),
+    "replay": ("run the flow over dump files into QuestDB", _replay_args, cmd_replay),
 }
 
 

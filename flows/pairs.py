@@ -58,7 +58,8 @@ def build(cfg: Config) -> Dataflow:
     return flow
 
 
-def _prepare() -> Config:
+def prepare() -> Config:
+    """Start-up: logging, configuration, QuestDB reachable, tables created — or one-line exit."""
     setup_logging()
     cfg = load_config()
     checked(lambda: check_reachable(cfg.questdb.conf))
@@ -66,4 +67,9 @@ def _prepare() -> Config:
     return cfg
 
 
-flow = checked(lambda: build(_prepare()))
+def __getattr__(name: str) -> Dataflow:
+    # `python -m bytewax.run flows.pairs` looks up `flow`; building it lazily lets other code
+    # (the CLI, tests) import this module and call `build(cfg)` without the start-up checks.
+    if name == "flow":
+        return checked(lambda: build(prepare()))
+    raise AttributeError(name)
