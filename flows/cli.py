@@ -73,13 +73,38 @@ def run_flow(config_path: Optional[Path], bytewax_args: list[str]) -> int:
             signal.signal(s, h)
 
 
+def init_recovery(directory: Path, partitions: int = 1) -> bool:
+    """Create Bytewax recovery partitions in ``directory`` unless they exist; True if created.
+
+    Bytewax refuses to run with ``-r DIR`` on an empty directory; this is the project's own
+    ``python -m bytewax.recovery DIR N``, safe to call on every start.
+    """
+    from bytewax.recovery import init_db_dir
+
+    directory.mkdir(parents=True, exist_ok=True)
+    if any(directory.glob("part-*.sqlite3")):
+        return False
+    init_db_dir(directory, partitions)
+    return True
+
+
+def cmd_init_recovery(args: argparse.Namespace) -> int:
+    made = init_recovery(Path(args.dir), args.partitions)
+    print(f"{'created' if made else 'kept existing'} recovery partitions in {args.dir}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     path = Path(args.config) if args.config else None
     if path is not None:
         os.environ["PAIRSTREAM_CONFIG"] = str(path)
     cfg = load_config()
+    extra = list(args.bytewax)
+    if args.recovery:
+        init_recovery(Path(args.recovery))
+        extra = ["-r", args.recovery, "-s", str(args.snapshot_every), "-b", "30", *extra]
     with questdb_for(cfg):
-        return run_flow(path, args.bytewax)
+        return run_flow(path, extra)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -224,7 +249,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument(
         "--config", help="configuration file (default: $PAIRSTREAM_CONFIG or pairstream.toml)"
     )
+    p.add_argument("--recovery", help="recovery directory (created if new): survive restarts")
+    p.add_argument("--snapshot-every", type=int, default=5, help="seconds between snapshots")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("init-recovery", help="create Bytewax recovery partitions in DIR")
+    p.add_argument("dir")
+    p.add_argument("--partitions", type=int, default=1)
+    p.set_defaults(func=cmd_init_recovery)
     p = sub.add_parser("demo", help="replay the bundled real sample into QuestDB")
     p.add_argument(
         "--stop", action="store_true", help="stop a QuestDB the demo started when it ends"
