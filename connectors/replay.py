@@ -365,6 +365,19 @@ class ReplaySource(FixedPartitionedSource[Any, tuple[int, int]]):
             self._shift = timedelta(minutes=minutes)
             self._start += self._shift
 
+    @property
+    def bar_timeframes(self) -> tuple[str, ...]:
+        """Timeframes of the kline files in this replay (they emit bars directly)."""
+        tfs = set()
+        for files in self._groups.values():
+            for f in files:
+                if f.kind == "klines":
+                    for _, rec in _read_file(f, 0):
+                        if isinstance(rec, Bar):
+                            tfs.add(rec.tf)
+                            break
+        return tuple(sorted(tfs))
+
     def list_parts(self) -> list[str]:
         return sorted(self._groups)
 

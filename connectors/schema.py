@@ -51,6 +51,10 @@ class Table:
                 continue
             if t == "SYMBOL":
                 symbols[c] = v
+            elif t == "DOUBLE":
+                columns[c] = float(v)  # numpy scalars are not accepted by the client
+            elif t == "LONG":
+                columns[c] = int(v)
             else:
                 columns[c] = v
         return symbols, columns

@@ -1,0 +1,89 @@
+"""Throughput of the bars stage: prints ticks/s, never pass/fail.
+
+Window A (both symbols, 24,356 real trades) is repeated, each copy shifted by the window's
+length, to about 1M ticks; then timed through the pure accumulator (:class:`SymbolBars`) and
+through the ``bars`` operator in a one-worker Bytewax dataflow (``run_main``).
+
+    .venv/bin/python -m bench.bench_bars [--ticks 1000000] [--batch 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from connectors.frames import csv_trade_to_tick
+from flows.bars import bars
+from flows.ohlcv import SymbolBars
+from flows.records import Tick
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+WINDOW = "2024-07-18T23-57_2024-07-19T00-05"
+TFS = ("1s", "1m", "5m")
+LATENESS = timedelta(milliseconds=500)
+
+
+def tape(n: int) -> list[Tick]:
+    one: list[Tick] = []
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        with open(SAMPLE / f"futures-um-trades-{sym}-{WINDOW}.csv", newline="") as fh:
+            one += [csv_trade_to_tick(sym, r) for r in csv.DictReader(fh)]
+    one.sort(key=lambda t: (t.ts, t.symbol))
+    span = one[-1].ts - one[0].ts + timedelta(seconds=1)
+    out: list[Tick] = []
+    k = 0
+    while len(out) < n:
+        shift = span * k
+        out += [replace(t, ts=t.ts + shift) for t in one]
+        k += 1
+    return out[:n]
+
+
+def bench_pure(ticks: list[Tick]) -> tuple[float, int]:
+    states = {s: SymbolBars(s, TFS, LATENESS) for s in {t.symbol for t in ticks}}
+    n_bars = 0
+    t0 = time.perf_counter()
+    for t in ticks:
+        states[t.symbol].add_tick(t)
+    for sb in states.values():
+        sb.flush()
+        n_bars += len(sb.drain())
+    return time.perf_counter() - t0, n_bars
+
+
+def bench_operator(ticks: list[Tick], batch: int) -> tuple[float, int]:
+    flow = Dataflow("bench_bars")
+    out = bars("bars", op.input("in", flow, TestingSource(ticks, batch)), TFS, LATENESS)
+    got: list = []
+    op.output("out", out.bars, TestingSink(got))
+    t0 = time.perf_counter()
+    run_main(flow)
+    return time.perf_counter() - t0, len(got)
+
+
+def report(what: str, n: int, secs: float, extra: str) -> None:
+    print(f"{what:<16}: {n:>9,} ticks {secs:6.2f}s {n / secs:>10,.0f} ticks/s  ({extra})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ticks", type=int, default=1_000_000)
+    ap.add_argument("--batch", type=int, default=1000, help="TestingSource batch size")
+    args = ap.parse_args()
+    ticks = tape(args.ticks)
+    secs, n = bench_pure(ticks)
+    report("pure SymbolBars", len(ticks), secs, f"{n:,} bars")
+    secs, n = bench_operator(ticks, args.batch)
+    report("bytewax bars()", len(ticks), secs, f"{n:,} bars, batch {args.batch}")
+
+
+if __name__ == "__main__":
+    main()
