@@ -39,10 +39,10 @@ lint: setup
 	$(BIN)/ruff check .
 
 bench-estimators: setup
-	$(BIN)/python bench/bench_estimators.py
+	$(BIN)/python -m bench.bench_estimators
 
 bench-bars: setup
-	$(BIN)/python bench/bench_bars.py
+	$(BIN)/python -m bench.bench_bars
 
 clean:
 	rm -rf $(VENV) .cache var .pytest_cache .ruff_cache
