@@ -122,7 +122,8 @@ class Config:
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     analytics_by_tf: Mapping[str, AnalyticsConfig] = field(default_factory=dict)
     signals: SignalsConfig = field(default_factory=SignalsConfig)
-    alerts: tuple[Mapping[str, Any], ...] = ()  # raw [[alerts]] tables; flows.alerting.load_rules checks them
+    # raw [[alerts]] tables; flows.alerting.load_rules checks them
+    alerts: tuple[Mapping[str, Any], ...] = ()
     path: Optional[str] = None
 
     def analytics_for(self, tf: str) -> AnalyticsConfig:

@@ -1,7 +1,13 @@
 """pairstream main dataflow — run with ``python -m bytewax.run flows.pairs``.
 
-    source (Binance live / replay) ─► ticks ───────────────────────────────► ticks table
-                                   └► health ──────────────────────────────► feed_health table
+    source (Binance live / replay) ─┬─► ticks ─────────────────────────────────► ticks
+                                    ├─► progress ─┐
+                                    │   ticks ────┴► bars 1s ► 1m ► 5m ────────► bars
+                                    ├─► kline bars ► roll-up ──────────────────► bars
+                                    └─► health ────────────────────────────────► feed_health
+    bars ► align per pair+tf ► pair analytics ─────────────────────────────────► pair_analytics
+                                             ├─► signals, paper PnL ───────────► signals
+                                             └─► alert rules ──────────────────► alerts
 
 Wiring only: the maths lives in plain modules, the I/O in ``connectors``.
 """
@@ -16,8 +22,13 @@ from bytewax.inputs import Source
 
 from connectors.questdb_sink import QuestDBSink, check_reachable, ensure_tables, to_questdb
 from connectors.replay import ReplaySource
+from flows.alerting import alerts, load_rules
+from flows.align import align_pairs
+from flows.analytics import pair_analytics
+from flows.bars import bars, rollup_bars
 from flows.config import Config
-from flows.records import Health, Tick
+from flows.records import Bar, Health, Progress, Tick
+from flows.signals import signals
 from flows.startup import checked, load_config, setup_logging
 
 
@@ -47,14 +58,36 @@ def make_sink(cfg: Config) -> QuestDBSink:
 
 def build(cfg: Config) -> Dataflow:
     """The whole pipeline for one configuration."""
+    rules = load_rules(cfg)
+    source = make_source(cfg)
     flow = Dataflow("pairstream")
-    events = op.input("source", flow, make_source(cfg))
+    events = op.input("source", flow, source)
     ticks = op.filter("ticks", events, lambda e: isinstance(e, Tick))
+    trade_flow = op.filter("trade_flow", events, lambda e: isinstance(e, (Tick, Progress)))
     health = op.filter("health", events, lambda e: isinstance(e, Health))
+
+    built = bars("bars", trade_flow, cfg.timeframes, cfg.bars.lateness_td)
+    all_bars = built.bars
+    for tf in getattr(source, "bar_timeframes", ()):  # offline OHLC mode: kline files
+        klines = op.filter(
+            f"klines_{tf}", events, lambda e, tf=tf: isinstance(e, Bar) and e.tf == tf
+        )
+        all_bars = op.merge(
+            f"bars_with_{tf}", all_bars, rollup_bars(f"rollup_{tf}", klines, tf, cfg.timeframes)
+        )
+
+    pair_bars = align_pairs("align", all_bars, list(cfg.pairs), cfg.timeframes)
+    analytics = pair_analytics("analytics", pair_bars, cfg)
+    positions = signals("signals", analytics, cfg)
+    events_out = alerts("alerts", analytics, rules)
 
     sink = make_sink(cfg)
     to_questdb("ticks_out", ticks, sink)
-    to_questdb("health_out", health, sink)
+    to_questdb("bars_out", all_bars, sink)
+    to_questdb("analytics_out", analytics, sink)
+    to_questdb("signals_out", positions, sink)
+    to_questdb("alerts_out", events_out, sink)
+    to_questdb("health_out", op.merge("all_health", health, built.late), sink)
     return flow
 
 
@@ -62,6 +95,7 @@ def prepare() -> Config:
     """Start-up: logging, configuration, QuestDB reachable, tables created — or one-line exit."""
     setup_logging()
     cfg = load_config()
+    checked(lambda: load_rules(cfg))  # a bad alert rule stops here, before any I/O
     checked(lambda: check_reachable(cfg.questdb.conf))
     checked(lambda: ensure_tables(cfg.questdb.conf))
     return cfg
