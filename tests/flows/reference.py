@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -242,3 +243,40 @@ def assert_analytics_equal(rows: list, ref: pd.DataFrame, prices: str = "raw") -
             f"{col}: row {np.flatnonzero(m)[worst]} differs by {err[worst]:.3e} "
             f"(tolerance {tol[worst]:.3e}, reference {b[m][worst]!r})"
         )
+
+
+def reference_edges(
+    ts: pd.Series,
+    when: pd.api.extensions.ExtensionArray,
+    clear,
+    hold: timedelta,
+    cooldown: timedelta,
+) -> list[tuple[datetime, str]]:
+    """FIRING/RESOLVED edges of one rule from whole columns (``when``/``clear``: boolean arrays)."""
+    ts = pd.Series(pd.to_datetime(ts, utc=True)).reset_index(drop=True)
+    w = pd.Series(when).fillna(False).to_numpy(bool)  # unknown is not true
+    c = pd.Series(clear).fillna(False).to_numpy(bool)
+    run_id = np.cumsum(~w)
+    run_start = ts.where(w).groupby(run_id).transform("min")
+    held = w & (ts - run_start >= hold).to_numpy(bool)
+    out: list[tuple[datetime, str]] = []
+    pos, n = 0, len(ts)
+    last_fire = None
+    while pos < n:
+        ok = held.copy()
+        ok[:pos] = False
+        if last_fire is not None:
+            ok &= (ts >= last_fire + cooldown).to_numpy(bool)
+        fire = np.flatnonzero(ok)
+        if not fire.size:
+            break
+        f = int(fire[0])
+        last_fire = ts[f]
+        out.append((ts[f].to_pydatetime(), "FIRING"))
+        res = np.flatnonzero(c[f + 1 :])
+        if not res.size:
+            break
+        r = f + 1 + int(res[0])
+        out.append((ts[r].to_pydatetime(), "RESOLVED"))
+        pos = r + 1
+    return out

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from flows.alerting import FIRING, RESOLVED, AlertEngine, AlertRule, alerts, load_rules, step
 from flows.config import AnalyticsConfig, Config, PairConfig
 from flows.records import AlertEvent, Analytics
+from tests.flows.reference import reference_edges
 
 PAIR = "BTCUSDT/ETHUSDT"
 T0 = datetime(2024, 7, 1, tzinfo=timezone.utc)
@@ -83,43 +84,6 @@ def edges(events: list[AlertEvent]) -> list[tuple[datetime, str]]:
 
 # ---------------------------------------------------------------------------------------------
 # the pandas reference
-
-
-def reference_edges(
-    ts: pd.Series,
-    when: pd.api.extensions.ExtensionArray,
-    clear,
-    hold: timedelta,
-    cooldown: timedelta,
-) -> list[tuple[datetime, str]]:
-    """FIRING/RESOLVED edges of one rule from whole columns (``when``/``clear``: boolean arrays)."""
-    ts = pd.Series(pd.to_datetime(ts, utc=True)).reset_index(drop=True)
-    w = pd.Series(when).fillna(False).to_numpy(bool)  # unknown is not true
-    c = pd.Series(clear).fillna(False).to_numpy(bool)
-    run_id = np.cumsum(~w)
-    run_start = ts.where(w).groupby(run_id).transform("min")
-    held = w & (ts - run_start >= hold).to_numpy(bool)
-    out: list[tuple[datetime, str]] = []
-    pos, n = 0, len(ts)
-    last_fire = None
-    while pos < n:
-        ok = held.copy()
-        ok[:pos] = False
-        if last_fire is not None:
-            ok &= (ts >= last_fire + cooldown).to_numpy(bool)
-        fire = np.flatnonzero(ok)
-        if not fire.size:
-            break
-        f = int(fire[0])
-        last_fire = ts[f]
-        out.append((ts[f].to_pydatetime(), FIRING))
-        res = np.flatnonzero(c[f + 1 :])
-        if not res.size:
-            break
-        r = f + 1 + int(res[0])
-        out.append((ts[r].to_pydatetime(), RESOLVED))
-        pos = r + 1
-    return out
 
 
 def z_array(zs) -> pd.api.extensions.ExtensionArray:
