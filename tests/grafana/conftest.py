@@ -1,9 +1,7 @@
 """Fixtures of the Grafana tests: QuestDB tables filled with realistic rows.
 
-``grafana_tables`` is the one place that decides how the tables get their rows; today
-:mod:`tests.grafana.filler` writes them from the real Binance data. When a replay of the full
-flow (``flows.pairs`` over the same files) is available, swap its body for that replay and keep
-the return value (:class:`tests.grafana.filler.Filled`): every query test keeps working.
+``grafana_tables`` is the one place that decides how the tables get their rows:
+:mod:`tests.grafana.filler` replays the real Binance data through the full flow.
 """
 
 from __future__ import annotations
