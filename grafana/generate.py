@@ -8,7 +8,7 @@ equals this module's output and runs every query against a real QuestDB.
     python -m grafana.generate            # rewrite grafana/dashboards/*.json
     python -m grafana.generate --check    # exit 1 if the committed JSON is stale
 
-Query conventions (they follow the QuestDB datasource plugin, see README.md "Grafana dashboards and alerting"):
+Query conventions (they follow the QuestDB datasource plugin; see README.md, Grafana):
 ``$__timeFilter(ts)`` on the designated timestamp, ``SAMPLE BY $__sampleByInterval`` so a
 zoomed-out range is down-sampled inside QuestDB, ``format`` 0 (time series) or 1 (table),
 long results ordered by time (the plugin pivots long to wide and needs ascending time).
