@@ -17,9 +17,9 @@ DASHBOARDS = walk.dashboards()
 
 
 def dashboard_validator() -> jsonschema.Draft7Validator:
-    """The shared schema with its two generator artifacts relaxed (named in README.md
-    "How the queries are tested"): ``MatcherConfig.options`` and ``DynamicConfigValue.value`` are typed ``object``,
-    but Grafana (and the SDK's own Go/TS types) take any value, e.g. a column name."""
+    """The shared schema with its two generator artifacts relaxed (README.md names them):
+    ``MatcherConfig.options`` and ``DynamicConfigValue.value`` are typed ``object``, but
+    Grafana (and the SDK's own Go/TS types) take any value, e.g. a column name."""
     schema = json.loads((SCHEMAS / "dashboard.jsonschema.json").read_text())
     relaxed = copy.deepcopy(schema)
     relaxed["definitions"]["MatcherConfig"]["properties"]["options"] = {}
