@@ -1,0 +1,154 @@
+"""Live Binance USD-M futures trades as a partitioned Bytewax source that never loses a trade.
+
+One partition per connection group of at most 200 streams (``conn-0``, ``conn-1``...). Each runs
+a :class:`~connectors.binance_ws.Feed` (``websockets`` client in a background asyncio thread)
+feeding a deque; ``next_batch`` only drains it, so the worker never blocks, and ``next_awake``
+lets the worker sleep while nothing has arrived. The snapshot is the last emitted trade id per
+symbol; a resumed partition backfills from there over REST, so a restart loses nothing.
+
+Records yielded (a mix, in order per symbol):
+
+* :class:`~flows.records.Tick` — every trade exactly once, in trade-id order per symbol;
+* :class:`~flows.records.Progress` ``(symbol, now)`` — at most ``1/progress_interval`` per
+  second per symbol, only while its feed is connected and no backfill is pending, so a bar
+  window never closes over a gap;
+* :class:`~flows.records.Health` — per symbol once per clock second (``ts`` = the second): the
+  interval's ``ticks``, ``reconnects``, ``gaps``, ``backfilled``, ``malformed`` and ``lag_ms``
+  (now − ``T`` of the newest tick). Malformed frames that name no symbol are reported under
+  symbol ``"*"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional, Union
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from connectors.binance_rest import BinanceRest
+from connectors.binance_ws import Clock, Feed, wall_clock
+from flows.records import Health, Progress, Tick
+
+log = logging.getLogger("pairstream.binance")
+
+DEFAULT_WS_URL = "wss://fstream.binance.com/market/stream"
+DEFAULT_REST_URL = "https://fapi.binance.com"
+MAX_STREAMS = 200  # per connection
+STREAMS = ("aggTrade", "trade")
+
+Record = Union[Tick, Progress, Health]
+Snapshot = dict[str, int]  # symbol -> last emitted trade id
+
+
+class _BinancePartition(StatefulSourcePartition[Record, Snapshot]):
+    def __init__(self, feed: Feed, resume: Snapshot, poll_interval: float, max_batch: int,
+                 stop_when: Optional[Callable[[Mapping[str, int]], bool]]):
+        self._feed = feed
+        self._out = feed.out
+        self._last: Snapshot = dict(resume)
+        self._poll = timedelta(seconds=poll_interval)
+        self._max_batch = max_batch
+        self._stop_when = stop_when
+        self._done = False
+        feed.start()
+
+    def next_batch(self) -> list[Record]:
+        if self._done:
+            raise StopIteration
+        if self._feed.error is not None:
+            raise RuntimeError(f"binance feed {self._feed.name} died") from self._feed.error
+        out: list[Record] = []
+        dq, last = self._out, self._last
+        for _ in range(min(len(dq), self._max_batch)):
+            item = dq.popleft()
+            if type(item) is Tick:
+                last[item.symbol] = item.trade_id
+            out.append(item)
+        if self._stop_when is not None and self._stop_when(last):
+            self._done = True
+        return out
+
+    def next_awake(self) -> Optional[datetime]:
+        if self._out or self._done:
+            return None
+        return datetime.now(timezone.utc) + self._poll
+
+    def snapshot(self) -> Snapshot:
+        return dict(self._last)
+
+    def close(self) -> None:
+        self._feed.stop()
+
+
+class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
+    """Binance USD-M futures ``aggTrade`` (default) or ``trade`` streams of ``symbols``.
+
+    Durations are in seconds. ``stop_when(last_ids)`` (tests, bounded runs) ends a partition
+    once it returns True for the partition's ``{symbol: last emitted id}``.
+    """
+
+    def __init__(
+        self,
+        symbols: list[str],
+        stream: str = "aggTrade",
+        ws_url: str = DEFAULT_WS_URL,
+        rest_url: str = DEFAULT_REST_URL,
+        *,
+        clock: Optional[Clock] = None,
+        max_streams: int = MAX_STREAMS,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        stall_timeout: float = 30.0,
+        verify_timeout: float = 1.0,
+        rotate_after: float = 23 * 3600.0,
+        progress_interval: float = 0.1,
+        poll_interval: float = 0.01,
+        max_batch: int = 10_000,
+        rest_limit: int = 1000,
+        rest_ban_backoff: float = 120.0,
+        api_key: Optional[str] = None,
+        ssl_context: Optional[ssl.SSLContext] = None,
+        stop_when: Optional[Callable[[Mapping[str, int]], bool]] = None,
+    ):
+        if stream not in STREAMS:
+            raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
+        if not symbols:
+            raise ValueError("no symbols to subscribe to")
+        if not 1 <= max_streams <= 1024:
+            raise ValueError("max_streams must be in 1..1024")
+        syms = list(dict.fromkeys(s.upper() for s in symbols))
+        self.groups = [syms[i:i + max_streams] for i in range(0, len(syms), max_streams)]
+        self.stream = stream
+        self.ws_url = ws_url
+        self.rest_url = rest_url
+        self.clock = clock or wall_clock
+        self._feed_kw: dict[str, Any] = dict(
+            backoff_base=backoff_base, backoff_cap=backoff_cap, stall_timeout=stall_timeout,
+            verify_timeout=verify_timeout, rotate_after=rotate_after,
+            progress_interval=progress_interval)
+        self._rest_kw: dict[str, Any] = dict(limit=rest_limit, ban_backoff=rest_ban_backoff,
+                                             api_key=api_key, ssl_context=ssl_context)
+        self.poll_interval = poll_interval
+        self.max_batch = max_batch
+        self.stop_when = stop_when
+
+    def list_parts(self) -> list[str]:
+        return [f"conn-{i}" for i in range(len(self.groups))]
+
+    def build_part(self, step_id: str, for_part: str,
+                   resume_state: Optional[Snapshot]) -> _BinancePartition:
+        symbols = self.groups[int(for_part.split("-", 1)[1])]
+        resume = {s: int(i) for s, i in (resume_state or {}).items() if s in symbols}
+        feed = self.feed(for_part, symbols, resume)
+        return _BinancePartition(feed, resume, self.poll_interval, self.max_batch,
+                                 self.stop_when)
+
+    def feed(self, name: str, symbols: list[str], resume: Snapshot) -> Feed:
+        """The (not yet started) connection of one partition; also used by tests directly."""
+        rest = BinanceRest(self.rest_url, self.stream, **self._rest_kw)
+        return Feed(name, symbols, self.stream, self.ws_url, rest, deque(), last_ids=resume,
+                    clock=self.clock, **self._feed_kw)

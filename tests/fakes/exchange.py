@@ -1,0 +1,425 @@
+"""FakeBinance: a loopback Binance USD-M futures exchange replaying a recorded tape, with faults.
+
+It speaks the real protocol: a WebSocket at ``/market/stream?streams=btcusdt@aggTrade/...``
+sending combined-stream frames ``{"stream": ..., "data": {...}}`` and HTTP
+``GET /fapi/v1/aggTrades`` / ``GET /fapi/v1/historicalTrades`` answering from the same tape with
+Binance's JSON shapes. ``trade`` events are the recorded frames byte for byte; ``aggTrade``
+events are built from them (see :func:`tests.fakes.tape.aggregate`).
+
+A tape *cursor* says how many recorded trades have "happened". REST only answers trades behind
+the cursor. After a disconnect the live stream resumes at the cursor (nothing missed is resent:
+that is what the client's REST backfill is for).
+
+Pacing: ``speed=0`` sends as fast as the client reads, but only while a client is connected;
+``speed>0`` follows the recorded receive times at that multiple from the first connection on
+(trades keep happening while no client is connected); ``manual=True`` sends only what
+the test releases with :meth:`FakeBinance.release`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Optional
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from tests.fakes.tape import AggTrade, Frame, aggregate_positions, load_frames
+
+
+@dataclass
+class Faults:
+    """Faults on demand; the test may change them while the fake runs."""
+
+    drop_every: int = 0  # close a connection after this many trade frames on it ...
+    drops: int = 0  # ... this many times in total
+    abnormal_every: int = 2  # every n-th drop aborts the TCP connection (client sees 1006)
+    away: int = 0  # recorded trades that "happen" while the client reconnects after a drop
+    skip: set[int] = field(default_factory=set)  # tape indices never sent live (REST has them)
+    malformed: float = 0.0  # probability of a garbage frame before each real frame
+    stall_at: set[int] = field(default_factory=set)  # stop sending here until the client leaves
+    rest_429: int = 0  # the next n REST requests get 429 + Retry-After
+    rest_418: int = 0  # then n REST requests get 418 (IP ban) + Retry-After
+    retry_after: int = 1  # seconds, in the Retry-After header
+    refuse: bool = False  # WebSocket handshakes answered with HTTP 503
+
+
+@dataclass
+class Stats:
+    connections: int = 0
+    frames: int = 0  # trade frames sent
+    malformed: int = 0  # garbage frames sent
+    drops: int = 0
+    abnormal: int = 0
+    skipped: int = 0  # trades omitted from the live stream
+    stalls: int = 0
+    refused: int = 0
+    rest: list[tuple[str, int]] = field(default_factory=list)  # (request path+query, status)
+
+
+def garbage(rng: random.Random) -> str | bytes:
+    """One frame that must be counted as malformed (never a plausible trade of ours)."""
+    kind = rng.randrange(10)
+    if kind == 0:
+        return "{not json"
+    if kind == 1:
+        return b"\xff\xfe\x00binary garbage"
+    if kind == 2:
+        return '{"stream":"btcusdt@aggTrade","data":null}'
+    if kind == 3:
+        return '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","a":"x","s":"BTCUSDT"}}'
+    if kind == 4:
+        return '{"e":"aggTrade","E":1,"a":1,"s":"BTCUSDT","p":"NaN","q":"1","f":1,"l":1,' \
+               '"T":1721347022707,"m":true}'
+    if kind == 5:
+        return "[" * 5000 + "]" * 5000  # nesting bomb
+    if kind == 6:
+        return '{"stream":"ethusdt@aggTrade","data":{"e":"aggTrade","s":"ETHUSDT","p":"-1",' \
+               '"q":"1","a":1,"f":2,"l":1,"T":1721347022707,"m":false}}'
+    if kind == 7:
+        return '{"e":"trade","t":99999999999999999999999,"s":"ETHUSDT"}'
+    if kind == 8:
+        return "x" * 50_000
+    return "[1,2,3]"
+
+
+class _Client:
+    __slots__ = ("conn", "subs", "sent", "gone")
+
+    def __init__(self, conn: ServerConnection, subs: set[tuple[str, str]]):
+        self.conn = conn
+        self.subs = subs  # (SYMBOL, "aggTrade" | "trade")
+        self.sent = 0
+        self.gone = False
+
+
+class FakeBinance:
+    """Loopback fake of Binance futures WS + REST over a recorded tape. Context manager."""
+
+    def __init__(
+        self,
+        frames: Optional[list[Frame]] = None,
+        *,
+        speed: float = 0.0,
+        manual: bool = False,
+        faults: Optional[Faults] = None,
+        seed: int = 0,
+    ):
+        self.frames = frames if frames is not None else load_frames()
+        self.speed = speed
+        self.manual = manual
+        self.faults = faults or Faults()
+        self.stats = Stats()
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.cursor = 0  # trades [0, cursor) have happened
+        aggs = aggregate_positions(self.frames)
+        self._agg_at: dict[int, list[AggTrade]] = {}
+        for pos, g in aggs:
+            self._agg_at.setdefault(pos, []).append(g)
+        self._aggs: dict[str, tuple[list[int], list[tuple[int, AggTrade]]]] = {}
+        self._trades: dict[str, tuple[list[int], list[int]]] = {}
+        for pos, g in aggs:
+            ids, rows = self._aggs.setdefault(g.symbol, ([], []))
+            ids.append(g.a)
+            rows.append((pos, g))
+        for i, f in enumerate(self.frames):
+            ids, pos = self._trades.setdefault(f.trade.symbol, ([], []))
+            ids.append(f.trade.id)
+            pos.append(i)
+        self._clients: list[_Client] = []
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+        self._http: Optional[ThreadingHTTPServer] = None
+        self._credits = 0
+        self._ready = threading.Event()
+        self.ws_port = 0
+        self.http_port = 0
+
+    # -- public ------------------------------------------------------------------------------
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}/market/stream"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def done(self) -> bool:
+        return self.cursor >= len(self.frames)
+
+    def aggs(self, symbol: str) -> list[AggTrade]:
+        return [g for _, g in self._aggs[symbol][1]]
+
+    def start(self) -> FakeBinance:
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _rest_handler(self))
+        self._http.daemon_threads = True
+        self.http_port = self._http.server_address[1]
+        threading.Thread(target=self._http.serve_forever, daemon=True, name="fake-rest").start()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="fake-ws")
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("fake exchange did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop_event.set)
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+
+    def __enter__(self) -> FakeBinance:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def release(self, n: int) -> None:
+        """Manual pacing: let ``n`` more recorded trades happen (and be sent)."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._add_credits, n)
+
+    def advance(self, n: int) -> None:
+        """Let ``n`` trades happen without sending them live (as if the client were away)."""
+        with self._lock:
+            self.cursor = min(len(self.frames), self.cursor + n)
+
+    def kick(self, abnormal: bool = False) -> None:
+        """Drop every connected client now."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._kick_all, abnormal)
+
+    @property
+    def n_clients(self) -> int:
+        return sum(1 for c in self._clients if not c.gone)
+
+    # -- WebSocket side ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(self._main())
+        self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop_event = asyncio.Event()
+        self._wake = asyncio.Event()
+        async with serve(self._handle, "127.0.0.1", 0, process_request=self._process_request,
+                         max_size=2**16, ping_interval=None) as server:
+            self.ws_port = server.sockets[0].getsockname()[1]
+            self._ready.set()
+            pump = asyncio.create_task(self._pump())
+            await self._stop_event.wait()
+            pump.cancel()
+            self._kick_all(True)
+
+    def _process_request(self, conn: ServerConnection, request: Any) -> Any:
+        if self.faults.refuse:
+            self.stats.refused += 1
+            return conn.respond(503, "refused\n")
+        if urlsplit(request.path).path != "/market/stream":
+            return conn.respond(404, "no such stream endpoint\n")
+        return None
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        q = parse_qs(urlsplit(conn.request.path).query)
+        subs = set()
+        for s in (q.get("streams") or [""])[0].split("/"):
+            sym, _, kind = s.partition("@")
+            if kind in ("aggTrade", "trade") and sym:
+                subs.add((sym.upper(), kind))
+        if not subs:
+            await conn.close(1008, "no streams")
+            return
+        client = _Client(conn, subs)
+        self._clients.append(client)
+        self.stats.connections += 1
+        self._wake.set()
+        try:
+            await conn.wait_closed()
+        finally:
+            client.gone = True
+            self._clients = [c for c in self._clients if not c.gone]
+            self._wake.set()
+
+    def _add_credits(self, n: int) -> None:
+        self._credits += n
+        self._wake.set()
+
+    def _kick_all(self, abnormal: bool) -> None:
+        for c in self._clients:
+            self._drop(c, abnormal)
+
+    def _drop(self, c: _Client, abnormal: bool) -> None:
+        if c.gone:
+            return
+        c.gone = True
+        if abnormal:
+            c.conn.transport.abort()
+        else:
+            asyncio.ensure_future(c.conn.close(1001, "going away"))
+
+    async def _wait(self) -> None:
+        self._wake.clear()
+        await self._wake.wait()
+
+    async def _pump(self) -> None:
+        if self.speed > 0:  # the recorded clock starts with the first client
+            while not any(not c.gone for c in self._clients):
+                await self._wait()
+        t0 = time.monotonic()
+        r0 = self.frames[0].recv_ns if self.frames else 0
+        while True:
+            with self._lock:
+                i = self.cursor
+            if i >= len(self.frames):
+                await self._wait()
+                continue
+            if self.manual:
+                if self._credits <= 0:
+                    await self._wait()
+                    continue
+            elif self.speed > 0:
+                due = t0 + (self.frames[i].recv_ns - r0) / 1e9 / self.speed
+                if due > time.monotonic():
+                    await asyncio.sleep(due - time.monotonic())
+                    continue
+            elif not any(not c.gone for c in self._clients):
+                await self._wait()
+                continue
+            if i in self.faults.stall_at:
+                self.faults.stall_at.discard(i)
+                self.stats.stalls += 1
+                while any(not c.gone for c in self._clients):  # silent until they give up
+                    await self._wait()
+                continue
+            await self._send_index(i)
+            with self._lock:
+                if self.cursor == i:
+                    self.cursor = i + 1
+            if self.manual:
+                self._credits -= 1
+            await asyncio.sleep(0)
+
+    async def _send_index(self, i: int) -> None:
+        f = self.frames[i]
+        if i in self.faults.skip:
+            self.stats.skipped += 1
+            return
+        sym = f.trade.symbol
+        for c in list(self._clients):
+            if c.gone:
+                continue
+            junk = None
+            if self.faults.malformed and self._rng.random() < self.faults.malformed:
+                junk = garbage(self._rng)
+            out: list[str] = []
+            if (sym, "trade") in c.subs:
+                out.append(f.raw.decode())
+            if (sym, "aggTrade") in c.subs:
+                for g in self._agg_at.get(i, ()):
+                    out.append(orjson.dumps(
+                        {"stream": f"{sym.lower()}@aggTrade", "data": g.event()}).decode())
+            try:
+                if junk is not None:
+                    await c.conn.send(junk)
+                    self.stats.malformed += 1
+                for msg in out:
+                    await c.conn.send(msg)
+            except ConnectionClosed:
+                c.gone = True
+                continue
+            c.sent += len(out)
+            self.stats.frames += len(out)
+            fl = self.faults
+            if fl.drops > 0 and fl.drop_every and c.sent >= fl.drop_every:
+                fl.drops -= 1
+                self.stats.drops += 1
+                abnormal = fl.abnormal_every > 0 and self.stats.drops % fl.abnormal_every == 0
+                self.stats.abnormal += abnormal
+                self._drop(c, abnormal)
+                if fl.away:
+                    self.advance(fl.away)
+
+    # -- REST side ---------------------------------------------------------------------------
+
+    def rest_answer(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any, dict]:
+        fl = self.faults
+        if fl.rest_429 > 0:
+            fl.rest_429 -= 1
+            return 429, {"code": -1003, "msg": "Too many requests."}, {
+                "Retry-After": str(fl.retry_after)}
+        if fl.rest_418 > 0:
+            fl.rest_418 -= 1
+            return 418, {"code": -1003, "msg": "Way too many requests; IP banned."}, {
+                "Retry-After": str(fl.retry_after)}
+        sym = (query.get("symbol") or [""])[0]
+        try:
+            limit = min(1000, int((query.get("limit") or ["500"])[0]))
+            from_id = query.get("fromId")
+            fid = int(from_id[0]) if from_id else None
+        except ValueError:
+            return 400, {"code": -1100, "msg": "Illegal characters in parameter."}, {}
+        with self._lock:
+            cursor = self.cursor
+        if path == "/fapi/v1/aggTrades":
+            if sym not in self._aggs:
+                return 400, {"code": -1121, "msg": "Invalid symbol."}, {}
+            ids, rows = self._aggs[sym]
+            happened = bisect.bisect_left([p for p, _ in rows], cursor)
+            lo = bisect.bisect_left(ids, fid) if fid is not None else max(0, happened - limit)
+            return 200, [g.rest_row() for _, g in rows[lo:min(happened, lo + limit)]], {}
+        if path == "/fapi/v1/historicalTrades":
+            if sym not in self._trades:
+                return 400, {"code": -1121, "msg": "Invalid symbol."}, {}
+            ids, pos = self._trades[sym]
+            happened = bisect.bisect_left(pos, cursor)
+            lo = bisect.bisect_left(ids, fid) if fid is not None else max(0, happened - limit)
+            hi = min(happened, lo + limit)
+            return 200, [self.frames[p].trade.rest_row() for p in pos[lo:hi]], {}
+        return 404, {"code": -1, "msg": "not found"}, {}
+
+
+def _rest_handler(fake: FakeBinance) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's API
+            u = urlsplit(self.path)
+            status, body, headers = fake.rest_answer(u.path, parse_qs(u.query))
+            fake.stats.rest.append((self.path, status))
+            data = orjson.dumps(body)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+def refused_port() -> int:
+    """A loopback port with nothing listening (connections are refused)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
