@@ -207,7 +207,7 @@ class Feed:
         self._malformed_unlogged = 0
         self._health_sec: Optional[datetime] = None
         self._had_data = False
-        self._last_frame_at: Optional[datetime] = None  # clock time of the newest frame
+        self._last_frame_at: Optional[datetime] = None  # exchange time of the newest trade
 
     # -- records -------------------------------------------------------------------------------
 
@@ -229,7 +229,6 @@ class Feed:
 
     def handle_frame(self, raw: Any) -> None:
         """One received message: parse, count/skip if bad, sequence if a trade. Never raises."""
-        self._last_frame_at = self.clock()  # any frame proves the connection is delivering
         try:
             t = parse_frame(raw)
             if t is None:
@@ -242,6 +241,8 @@ class Feed:
         except Exception as e:  # noqa: BLE001 - a hostile frame must never stop the feed
             self._malformed(f"{type(e).__name__}: {e}")
             return
+        if self._last_frame_at is None or t.ts > self._last_frame_at:
+            self._last_frame_at = t.ts
         self.seq.on_live(t)
 
     def _malformed(self, reason: str) -> None:
@@ -258,9 +259,14 @@ class Feed:
             self._malformed_unlogged += 1
 
     def emit_progress(self) -> None:
-        """Progress up to the clock time the last frame arrived, not "now": a connection that
-        silently stalls stops advancing the bars' watermark at once, long before the watchdog
-        notices, so trades backfilled after the stall are still on time for their bars."""
+        """Progress up to the exchange time of the newest trade this connection delivered.
+
+        Not the local "now": a connection that silently stalls stops advancing the bars'
+        watermark at once, long before the watchdog notices, so trades backfilled after the
+        stall are still on time for their bars; and exchange time needs no clock sync (a
+        replayed or rebased tape is handled the same way). A quiet symbol's bars close as the
+        busier symbols of its connection move the exchange clock on.
+        """
         at = self._last_frame_at
         if at is None:
             return

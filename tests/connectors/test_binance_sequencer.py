@@ -127,21 +127,17 @@ def test_progress_only_while_connected_and_caught_up():
     assert not f.out  # not connected
     f.seq.on_connect(0.0)
     f.emit_progress()
-    assert not f.out  # connected, but nothing received yet: no evidence the feed flows
-    arrived = clock.now
-    f.handle_frame('{"result":null,"id":1}')  # any frame shows the connection delivers
-    clock.now += timedelta(seconds=5)  # ... then silence: progress stays at the last frame
+    assert not f.out  # connected, but no trade received yet: no evidence the feed flows
+    f.handle_frame(frame(5))  # gap 2..4 for BTC; the exchange clock is now frame 5's T
+    t5 = tick(5).ts
+    clock.now += timedelta(seconds=5)  # silence: progress stays at the exchange time seen
     f.emit_progress()
-    assert list(f.out) == [Progress("ETHUSDT", arrived)]  # BTC must verify first
-    f.out.clear()
-    f.handle_frame(frame(5))  # gap 2..4
-    f.emit_progress()
-    assert list(f.out) == [Progress("ETHUSDT", clock.now)]
+    assert list(f.out) == [Progress("ETHUSDT", t5)]  # BTC must backfill first
     f.out.clear()
     f.seq.on_rest("BTCUSDT", [tick(2), tick(3), tick(4)], full_page=False)
     f.emit_progress()
     assert [x for x in f.out if type(x) is Progress] == [
-        Progress("BTCUSDT", clock.now), Progress("ETHUSDT", clock.now)]
+        Progress("BTCUSDT", t5), Progress("ETHUSDT", t5)]
     assert [x.trade_id for x in f.out if type(x) is Tick] == [2, 3, 4, 5]
     f.out.clear()
     f.seq.on_disconnect()
