@@ -164,3 +164,30 @@ def test_workers_and_processes_write_the_rows_of_one_worker(questdb):
     for name in COMPARED:
         pd.testing.assert_frame_equal(one[name], two_workers[name], obj=f"{name} -w 2")
         pd.testing.assert_frame_equal(one[name], two_procs[name], obj=f"{name} 2 processes")
+
+
+def test_replay_fills_bars_with_exactly_the_bars_of_the_ticks(window_a):
+    """The bars table after `python -m bytewax.run flows.pairs` on window A: the pure bar
+    logic's rows (pinned to klines and pandas in test_ohlcv), each (ts, symbol, tf) once, and
+    the official klines for every complete minute."""
+    from tests.flows.test_ohlcv import COMPLETE_A, KLINE_FIELDS, bars_of, load_klines, load_ticks
+    from tests.flows.test_ohlcv import run as pure_bars
+
+    http = window_a.http
+    cfg = load(DEMO)
+    stored = table(http, "bars")
+    n_distinct = http.query("SELECT count() n FROM (SELECT DISTINCT ts, symbol, tf FROM bars)")
+    assert len(stored) == n_distinct[0]["n"]
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        want = bars_of(pure_bars(load_ticks(sym), cfg.bars.lateness_td, cfg.timeframes)[0])
+        got = stored[stored.symbol == sym].sort_values(["tf", "ts"])
+        want_df = pd.DataFrame([{f: getattr(b, f) for f in got.columns} for b in want])
+        want_df["ts"] = want_df["ts"].map(lambda t: t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        want_df = want_df.sort_values(["tf", "ts"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), want_df, check_dtype=False)
+        klines = load_klines(sym)
+        for m in COMPLETE_A:
+            row = got[(got.tf == "1m") & (got.ts == m.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))]
+            assert len(row) == 1
+            for col, attr in KLINE_FIELDS:
+                assert float(klines[m.to_pydatetime()][col]) == row.iloc[0][attr], (sym, m, col)
