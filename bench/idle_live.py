@@ -84,9 +84,8 @@ def main() -> None:
         bars = qdb.http.query("SELECT count() n FROM bars WHERE tf = '1s'")[0]["n"]
     share = (c1 - c0) / (t1 - t0)
     print(
-        f"live flow on a slow feed (tape at {args.speed}x real time, ~{50 * args.speed:.0f} "
-        f"trades/s): {share:.1%} of one core over {t1 - t0:.0f}s wall "
-        f"({c1 - c0:.2f}s CPU); {ticks} ticks and {bars} 1s bars written in all"
+        f"live flow, fake exchange at {args.speed}x real time ({ticks} ticks, {bars} 1s bars "
+        f"written): {share:.1%} of one core over {t1 - t0:.0f}s wall ({c1 - c0:.2f}s CPU)"
     )
 
 
