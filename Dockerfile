@@ -15,7 +15,7 @@ RUN useradd --system --uid 10001 pairstream && mkdir /recovery && chown pairstre
 USER pairstream
 VOLUME ["/recovery"]
 
-# bytewax 0.21: the recovery directory must exist and be initialised once
-# (python -m bytewax.recovery DIR PARTS fails if it already holds partitions);
-# then snapshot every 5 s and keep 30 s of backups.
-CMD ["sh", "-c", "[ -e /recovery/part-0.sqlite3 ] || python -m bytewax.recovery /recovery 1; exec python -m bytewax.run flows.pairs -r /recovery -s 5 -b 30"]
+# `pairstream run --recovery DIR` initialises the Bytewax recovery partitions the first time
+# (the project's own `init-recovery`) and runs `python -m bytewax.run flows.pairs -r DIR -s 5 -b 30`:
+# snapshots every 5 s, backups kept 30 s; a restarted container resumes where it stopped.
+CMD ["pairstream", "run", "--recovery", "/recovery"]

@@ -46,13 +46,17 @@ Snapshot = dict[str, int]  # symbol -> last emitted trade id
 
 class _BinancePartition(StatefulSourcePartition[Record, Snapshot]):
     def __init__(self, feed: Feed, resume: Snapshot, poll_interval: float, max_batch: int,
-                 stop_when: Optional[Callable[[Mapping[str, int]], bool]]):
+                 stop_when: Optional[Callable[[Mapping[str, int]], bool]],
+                 until: Optional[datetime] = None):
         self._feed = feed
         self._out = feed.out
         self._last: Snapshot = dict(resume)
         self._poll = timedelta(seconds=poll_interval)
         self._max_batch = max_batch
         self._stop_when = stop_when
+        self._until = until
+        self._symbols = list(feed.symbols)
+        self._ended: set[str] = set()  # symbols that traded at or after ``until``
         self._done = False
         feed.start()
 
@@ -63,14 +67,34 @@ class _BinancePartition(StatefulSourcePartition[Record, Snapshot]):
             raise RuntimeError(f"binance feed {self._feed.name} died") from self._feed.error
         out: list[Record] = []
         dq, last = self._out, self._last
+        until = self._until
         for _ in range(min(len(dq), self._max_batch)):
             item = dq.popleft()
+            if until is not None:
+                item = self._bound(item, until)
+                if item is None:
+                    continue
             if type(item) is Tick:
                 last[item.symbol] = item.trade_id
             out.append(item)
+        if until is not None and len(self._ended) == len(self._symbols):
+            # Every symbol is complete up to ``until``: say so, so that every run (killed and
+            # resumed or not) closes its bars at the same point before the end-of-input flush.
+            out.extend(Progress(s, until) for s in self._symbols)
+            self._done = True
         if self._stop_when is not None and self._stop_when(last):
             self._done = True
         return out
+
+    def _bound(self, item: Record, until: datetime) -> Optional[Record]:
+        """``until`` mode: drop ticks at or after it (ending their symbol), cap Progress at it."""
+        if type(item) is Tick:
+            if item.symbol in self._ended or item.ts >= until:
+                self._ended.add(item.symbol)  # ids (so times) ascend per symbol: it is complete
+                return None
+        elif type(item) is Progress and item.ts > until:
+            return Progress(item.symbol, until)
+        return item
 
     def next_awake(self) -> Optional[datetime]:
         if self._out or self._done:
@@ -88,7 +112,10 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
     """Binance USD-M futures ``aggTrade`` (default) or ``trade`` streams of ``symbols``.
 
     Durations are in seconds. ``stop_when(last_ids)`` (tests, bounded runs) ends a partition
-    once it returns True for the partition's ``{symbol: last emitted id}``.
+    once it returns True for the partition's ``{symbol: last emitted id}``. ``until`` (config
+    ``[source] until``: bounded live captures, recovery tests) ends a partition once each of its
+    symbols has traded at or after that exchange time: exactly the ticks before it are emitted
+    and Progress never passes it, so the run's output does not depend on when it stopped.
     """
 
     def __init__(
@@ -113,6 +140,7 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
         api_key: Optional[str] = None,
         ssl_context: Optional[ssl.SSLContext] = None,
         stop_when: Optional[Callable[[Mapping[str, int]], bool]] = None,
+        until: Optional[datetime] = None,
     ):
         if stream not in STREAMS:
             raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
@@ -135,6 +163,7 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
         self.poll_interval = poll_interval
         self.max_batch = max_batch
         self.stop_when = stop_when
+        self.until = until
 
     def list_parts(self) -> list[str]:
         return [f"conn-{i}" for i in range(len(self.groups))]
@@ -145,7 +174,7 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
         resume = {s: int(i) for s, i in (resume_state or {}).items() if s in symbols}
         feed = self.feed(for_part, symbols, resume)
         return _BinancePartition(feed, resume, self.poll_interval, self.max_batch,
-                                 self.stop_when)
+                                 self.stop_when, self.until)
 
     def feed(self, name: str, symbols: list[str], resume: Snapshot) -> Feed:
         """The (not yet started) connection of one partition; also used by tests directly."""

@@ -29,9 +29,17 @@ class MalformedFrame(ValueError):
     """A message that should have been a trade but is not usable."""
 
 
+_DT_CACHE: dict[int, datetime] = {}  # trades often share a millisecond; datetimes are immutable
+
+
 def ms_to_dt(ms: int) -> datetime:
     """Exchange milliseconds → aware UTC datetime (exact: no float rounding)."""
-    return EPOCH + timedelta(milliseconds=ms)
+    dt = _DT_CACHE.get(ms)
+    if dt is None:
+        if len(_DT_CACHE) >= 4096:
+            _DT_CACHE.clear()
+        dt = _DT_CACHE[ms] = EPOCH + timedelta(milliseconds=ms)
+    return dt
 
 
 def dt_to_ms(ts: datetime) -> int:
@@ -140,6 +148,65 @@ def event_to_tick(d: Any) -> Optional[Tick]:
     raise MalformedFrame("not a trade event")
 
 
+_GOOD_SYMBOLS: set[str] = set()  # strings that passed the symbol check (bounded by the feed)
+_INF = math.inf
+
+
+def _fast_tick(d: dict) -> Optional[Tick]:
+    """The common, fully valid ``trade``/``aggTrade`` event → Tick, without helper calls.
+
+    Returns None whenever anything is unusual (a string-typed id, a non-MARKET trade, any
+    value the checks would reject...), and the caller then runs :func:`event_to_tick`, which
+    decides and words the error. So the result is always exactly that of ``event_to_tick``;
+    this only skips its per-field function calls on the hot path (replay, live feed).
+    """
+    e = d.get("e")
+    if e == "trade":
+        if d.get("X", "MARKET") != "MARKET":
+            return None
+        a = f = l_ = d.get("t")
+    elif e == "aggTrade":
+        a = d.get("a")
+        f = d.get("f")
+        l_ = d.get("l")
+        if type(f) is not int or type(l_) is not int or not 0 <= f <= l_ < 1 << 63:
+            return None
+    else:
+        return None
+    t = d.get("T")
+    s = d.get("s")
+    p = d.get("p")
+    q = d.get("q")
+    m = d.get("m")
+    if (
+        type(a) is not int
+        or not 0 <= a < 1 << 63
+        or type(t) is not int
+        or not _MIN_T <= t <= _MAX_T
+        or type(m) is not bool
+        or type(p) is not str
+        or type(q) is not str
+        or not 0 < len(p) <= 40
+        or not 0 < len(q) <= 40
+    ):
+        return None
+    if type(s) is not str:
+        return None
+    if s not in _GOOD_SYMBOLS:
+        if not _SYMBOL.match(s):
+            return None
+        if len(_GOOD_SYMBOLS) < 10_000:
+            _GOOD_SYMBOLS.add(s)
+    try:
+        price = float(p)
+        qty = float(q)
+    except ValueError:
+        return None
+    if not (0.0 < price < _INF and 0.0 <= qty < _INF):  # NaN fails every comparison
+        return None
+    return Tick(s, ms_to_dt(t), price, qty, a, f, l_, m)
+
+
 def parse_frame(raw: bytes | str) -> Optional[Tick]:
     """One WebSocket text frame (combined ``{"stream","data"}`` wrapper or bare) → Tick or None."""
     if len(raw) > MAX_FRAME_BYTES:
@@ -148,8 +215,13 @@ def parse_frame(raw: bytes | str) -> Optional[Tick]:
         d = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise MalformedFrame("not valid JSON") from None
-    if isinstance(d, dict) and "data" in d and "stream" in d:
-        d = d["data"]
+    if isinstance(d, dict):
+        if "data" in d and "stream" in d:
+            d = d["data"]
+        if type(d) is dict:
+            tick = _fast_tick(d)
+            if tick is not None:
+                return tick
     return event_to_tick(d)
 
 

@@ -215,9 +215,12 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
         self._clock = clock
         self._iter: Optional[Iterator[tuple[int, Any]]] = None
         self._pending: Optional[tuple[int, Any]] = None
-        self._t0_event: Optional[datetime] = start  # first event time (shifted)
+        # Pacing anchor: the first event time of the whole replay, so partitions stay in step;
+        # a resumed partition re-anchors on its next record instead of waiting out the past.
+        self._t0_event: Optional[datetime] = None if resume else start
         self._t0_wall: Optional[datetime] = None
         self._awake: Optional[datetime] = None
+        self._last_ts: Optional[datetime] = None  # time of the last record emitted
         self.malformed = 0
 
     def _next_record(self) -> Optional[tuple[int, Any]]:
@@ -275,11 +278,17 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
                     self._awake = due
                     break
             self._line = n
+            self._last_ts = rec.ts
             out.append(rec)
         PROGRESS["records"] += len(out)
         if now is not None and self._t0_event is not None:
-            # Paced replay: the tape is complete up to the replay clock for our symbols.
+            # Paced replay: the tape is complete up to the replay clock for our symbols. With
+            # nothing pending (end of input, or a full batch) claim no more than the last
+            # record: else the bars closed at the end would depend on how late the last batch
+            # was polled, and two runs (or a run resumed after a crash) would differ.
             replay_now = self._t0_event + (now - self._t0_wall) * self._speed
+            if self._pending is None and self._last_ts is not None:
+                replay_now = min(replay_now, self._last_ts)
             out.extend(Progress(s, replay_now) for s in self._symbols)
         if self._pending is None:
             self._awake = None

@@ -20,6 +20,8 @@ from typing import Optional
 
 from connectors.questdb_http import QuestDBHttp, parse_conf
 from connectors.questdb_server import ROOT, QuestDBServer
+from flows.backtest_cli import add_args as bt_args
+from flows.backtest_cli import cmd_backtest
 from flows.config import Config
 from flows.startup import checked, fail, load_config, setup_logging
 
@@ -96,9 +98,7 @@ def cmd_init_recovery(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     path = Path(args.config) if args.config else None
-    if path is not None:
-        os.environ["PAIRSTREAM_CONFIG"] = str(path)
-    cfg = load_config()
+    cfg = load_config(path)
     extra = list(args.bytewax)
     if args.recovery:
         init_recovery(Path(args.recovery))
@@ -108,8 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    os.environ["PAIRSTREAM_CONFIG"] = str(DEMO_CONFIG)
-    cfg = load_config()
+    cfg = load_config(DEMO_CONFIG)
     with questdb_for(cfg, keep=not args.stop):
         code = run_flow(DEMO_CONFIG, args.bytewax)
         if code != 0:
@@ -233,6 +232,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {
     "export": ("export stored rows to CSV (streamed from QuestDB)", _export_args, cmd_export),
     "replay": ("run the flow over dump files into QuestDB", _replay_args, cmd_replay),
+    "backtest": ("backtest signal parameters (a grid) over stored bars", bt_args, cmd_backtest),
 }
 
 

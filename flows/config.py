@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -66,6 +66,23 @@ class SourceConfig:
     stream: str = "aggTrade"
     ws_url: str = "wss://fstream.binance.com/market/stream"
     rest_url: str = "https://fapi.binance.com"
+    # binance: end the run once every symbol has traded at or after this UTC time (ISO 8601);
+    # ticks from it on are not emitted and every bar is flushed. "" = run forever.
+    until: str = ""
+
+    @property
+    def until_dt(self) -> Optional[datetime]:
+        """``until`` as an aware UTC datetime (a time without offset is UTC), or None."""
+        if not self.until:
+            return None
+        try:
+            t = datetime.fromisoformat(self.until.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(
+                f"source.until: expected an ISO time like '2024-07-19T00:05:00Z', "
+                f"got {self.until!r}"
+            ) from None
+        return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -267,6 +284,8 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
         url = getattr(source, k)
         if not re.match(r"^(wss?|https?)://", url):
             raise ConfigError(f"source.{k}: expected a ws(s):// or http(s):// URL, got {url!r}")
+    if source.until_dt is not None and source.kind != "binance":
+        raise ConfigError("source.until: only for kind = 'binance' (a replay ends with its files)")
     questdb = _section(QuestDBConfig, data.get("questdb", {}), "questdb")
     env_conf = os.environ.get("QDB_CLIENT_CONF")
     if env_conf:

@@ -8,9 +8,16 @@ Rules, applied to each Analytics row in order, with ``z`` the column chosen by
    (long the spread = long 1 unit of y, short ``b`` units of x; short the spread is the reverse).
 2. Decide on ``z_t`` (nothing happens while ``z_t`` is None):
 
-   - in a position: ``stop`` if a stop is configured and ``|z| ≥ stop``; else ``exit`` if
-     ``|z| ≤ exit``; else ``hold``. After a stop the machine is *blocked*: it stays flat until a
-     bar with ``|z| ≤ exit`` (that bar cannot enter, since exit < entry).
+   - in a position: ``stop`` if a stop is configured and z moved against it to ``stop``
+     (short: ``z ≥ stop``; long: ``z ≤ −stop``); else ``exit`` once z *crosses* the exit level
+     (short: ``z ≤ exit``; long: ``z ≥ −exit``); else ``hold``. The exit is a crossing, not a
+     band: a z jumping from ≥ entry to ≤ −entry in one bar closes the short (it does not keep
+     it open), and ``exit = 0`` closes at the zero crossing. The stop is one-sided: a z
+     beyond ``−stop`` for a short is a (favourable) exit, not a stop. After a stop the machine
+     is *blocked*: it stays flat until z crosses the exit level on the stopped side (a stopped
+     short: ``z ≤ exit``; a stopped long: ``z ≥ −exit``), so ``exit = 0`` releases at the zero
+     crossing instead of never.
+   - a bar that exits, stops or unblocks never enters (no re-entry on the same bar).
    - flat and not blocked: ``enter_short`` if ``z ≥ entry``, ``enter_long`` if ``z ≤ −entry``,
      provided the OLS ``beta`` of the bar exists; it becomes the position's hedge ratio ``b``.
 
@@ -43,7 +50,7 @@ class SignalMachine:
         self.cfg = cfg
         self.position = 0
         self.hedge: Optional[float] = None
-        self.blocked = False
+        self.blocked = 0  # side of the position last stopped out (-1 short, +1 long), 0 = free
         self.cum_pnl = 0.0
         self._prev: Optional[tuple[float, float]] = None
 
@@ -59,18 +66,21 @@ class SignalMachine:
         action = HOLD
         traded_hedge: Optional[float] = None
         if z is not None:
-            az = abs(z)
+            # z seen from the position: ``d ≤ exit`` is the exit crossing, ``d ≥ stop`` adverse
+            d = -z if self.position > 0 else z
             if self.position:
-                if cfg.stop is not None and az >= cfg.stop:
+                if cfg.stop is not None and d >= cfg.stop:
                     action = STOP
-                elif az <= cfg.exit:
+                elif d <= cfg.exit:
                     action = EXIT
                 if action != HOLD:
                     traded_hedge = self.hedge
+                    self.blocked = self.position if action == STOP else 0
                     self.position, self.hedge = 0, None
-                    self.blocked = action == STOP
             elif self.blocked:
-                self.blocked = az > cfg.exit
+                d = -z if self.blocked > 0 else z  # the same crossing as that side's exit
+                if d <= cfg.exit:
+                    self.blocked = 0
             elif a.beta is not None and (z >= cfg.entry or z <= -cfg.entry):
                 action = ENTER_SHORT if z >= cfg.entry else ENTER_LONG
                 self.position = -1 if action == ENTER_SHORT else 1

@@ -10,16 +10,17 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from typing import NoReturn, Optional, TypeVar
 
 from connectors.export import ExportError
 from connectors.questdb_http import QuestDBError
 from connectors.questdb_server import LauncherError
 from connectors.replay import ReplayError
+from flows.backtest import BacktestError
 from flows.config import Config, ConfigError, load
 
 T = TypeVar("T")
-USER_ERRORS = (ConfigError, QuestDBError, ReplayError, LauncherError, ExportError)
+USER_ERRORS = (ConfigError, QuestDBError, ReplayError, LauncherError, ExportError, BacktestError)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -45,6 +46,6 @@ def setup_logging() -> None:
     )
 
 
-def load_config() -> Config:
-    """The configuration (``PAIRSTREAM_CONFIG`` or ``pairstream.toml``), checked."""
-    return checked(load)
+def load_config(path: Optional[str | os.PathLike] = None) -> Config:
+    """The configuration (``path``, else ``PAIRSTREAM_CONFIG``, else ``pairstream.toml``)."""
+    return checked(lambda: load(path))

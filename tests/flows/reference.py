@@ -134,6 +134,12 @@ def reference_signals(
 ) -> pd.DataFrame:
     """Positions, actions, fees and PnL of the signal rules over whole arrays.
 
+    Rules: enter short at ``z ≥ entry``, long at ``z ≤ −entry`` (needs a beta); a short exits
+    when z falls to ``exit`` or below, a long when z rises to ``−exit`` or above (a crossing);
+    a short is stopped at ``z ≥ stop``, a long at ``z ≤ −stop``, after which no entry happens
+    until z crosses the exit level on the stopped side (short: ``z ≤ exit``, long:
+    ``z ≥ −exit``); the bar of an exit, stop or release never enters.
+
     The position path is a scan (hysteresis is inherently sequential) over numpy arrays;
     PnL and fees are then computed vectorised from the position path: the PnL of bar t is
     ``pos_{t−1}·((y_t − y_{t−1}) − b_{t−1}·(x_t − x_{t−1}))`` with ``b`` the hedge ratio of the
@@ -145,18 +151,21 @@ def reference_signals(
     pos = np.zeros(n, dtype=int)
     hedge = np.full(n, np.nan)
     action = np.array(["hold"] * n, dtype=object)
-    p, b, blocked = 0, np.nan, False
+    stop = np.inf if cfg.stop is None else cfg.stop
+    p, b, waiting = 0, np.nan, 0  # waiting: side stopped out, flat until its exit crossing
     for t in range(n):
         zt = z[t]
         if not np.isnan(zt):
-            a = abs(zt)
-            if p != 0:
-                if cfg.stop is not None and a >= cfg.stop:
-                    action[t], p, blocked = "stop", 0, True
-                elif a <= cfg.exit:
-                    action[t], p = "exit", 0
-            elif blocked:
-                blocked = a > cfg.exit
+            if p == -1 and zt >= stop or p == 1 and zt <= -stop:
+                action[t], waiting, p = "stop", p, 0
+            elif p == -1 and zt <= cfg.exit or p == 1 and zt >= -cfg.exit:
+                action[t], p = "exit", 0
+            elif p != 0:
+                pass
+            elif waiting == -1:
+                waiting = -1 if zt > cfg.exit else 0
+            elif waiting == 1:
+                waiting = 1 if zt < -cfg.exit else 0
             elif not np.isnan(beta[t]) and zt >= cfg.entry:
                 action[t], p, b = "enter_short", -1, beta[t]
             elif not np.isnan(beta[t]) and zt <= -cfg.entry:

@@ -42,3 +42,32 @@ def test_a_local_questdb_is_started_when_none_answers(tmp_path, monkeypatch):
         assert srv is not None and http.ping()
         assert (tmp_path / "qdb" / "db").is_dir()
     assert not http.ping()  # stopped again
+
+
+def test_run_with_recovery_initialises_the_directory_once(tmp_path, monkeypatch):
+    """`pairstream run --recovery DIR` creates the partitions the first time, then reuses them,
+    and hands `-r DIR -s 5 -b 30` to `python -m bytewax.run flows.pairs`."""
+    calls = []
+    monkeypatch.setattr(cli, "run_flow", lambda path, args: calls.append(args) or 0)
+    monkeypatch.setattr(cli, "questdb_for", _no_questdb)
+    rec = tmp_path / "recovery"
+    for _ in range(2):
+        assert (
+            cli.main(
+                ["run", "--config", str(REPO / "config" / "demo.toml"), "--recovery", str(rec)]
+            )
+            == 0
+        )
+    assert [p.name for p in rec.iterdir()] == ["part-0.sqlite3"]
+    assert calls == [["-r", str(rec), "-s", "5", "-b", "30"]] * 2
+
+
+class _no_questdb:  # noqa: N801 - stands in for the questdb_for context manager
+    def __init__(self, cfg, keep=False):
+        pass
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return None

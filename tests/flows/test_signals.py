@@ -67,17 +67,25 @@ def test_matches_reference_on_the_week(name: str, analytics: list[Analytics]) ->
     assert held and all(s.beta is not None for s in held)
 
 
-def test_after_a_stop_waits_for_the_exit_band(analytics: list[Analytics]) -> None:
-    cfg = SignalsConfig(entry=1.5, exit=0.3, stop=2.0)
+@pytest.mark.parametrize("exit_level", [0.3, 0.0])
+def test_after_a_stop_waits_for_the_exit_crossing(analytics: list[Analytics], exit_level) -> None:
+    """Stopped out, the machine stays flat until z crosses the exit level on the stopped side
+    (a stopped short: z ≤ exit; a stopped long: z ≥ −exit), then trades again."""
+    cfg = SignalsConfig(entry=1.5, exit=exit_level, stop=2.0)
     m = SignalMachine(cfg)
     got = [m.update(a) for a in analytics]
     stops = [i for i, s in enumerate(got) if s.action == "stop"]
     assert stops
     for i in stops:
+        side = got[i - 1].position  # -1: a short was stopped, +1: a long
         j = i + 1
-        while j < len(got) and abs(got[j].zscore) > cfg.exit:
+        while j < len(got) and (
+            got[j].zscore is None or -side * got[j].zscore > cfg.exit
+        ):
             assert got[j].position == 0 and got[j].action == "hold"
             j += 1
+    entries_after_stops = [s for s in got[stops[0] + 1 :] if s.action.startswith("enter")]
+    assert entries_after_stops  # released: trading goes on after the first stop
 
 
 def test_operator_matches_machine(analytics: list[Analytics]) -> None:

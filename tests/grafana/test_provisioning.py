@@ -221,10 +221,8 @@ def test_flow_service_and_dockerfile():
     df = (REPO / "Dockerfile").read_text()
     assert df.startswith("# ") and "FROM python:3.11-slim" in df
     assert "RUN pip install ." in df
-    # bytewax 0.21 CLI: init the recovery dir once (it fails on an initialised one), then run
-    assert "python -m bytewax.recovery /recovery 1" in df
-    assert "[ -e /recovery/part-0.sqlite3 ] ||" in df
-    assert "python -m bytewax.run flows.pairs -r /recovery -s 5 -b 30" in df
+    # the project's own command initialises the recovery dir once, then runs the flow with it
+    assert 'CMD ["pairstream", "run", "--recovery", "/recovery"]' in df
     for line in df.splitlines():
         if line.startswith("COPY "):
             for src in line.split()[1:-1]:

@@ -1,0 +1,277 @@
+"""End-to-end throughput of the whole flow into a real QuestDB, and two baselines on the same ticks.
+
+Prints figures, never pass/fail. ``python -m bench.throughput [--ticks 1000000] [--profile]``
+
+1. **flow**: the repeated window-A tape (:mod:`bench.common`, ≥ 1M real ticks as a frame file)
+   replayed by ``build(cfg)`` — ticks, 1s/1m/5m bars, one pair's analytics, signals, alerts —
+   into a QuestDB started here on free ports, one worker; wall time from start until every row
+   is applied (``wait_applied``). Also the flow process's CPU time (user + sys), which is what
+   the figure would be on an otherwise idle core (the development machine is shared).
+2. **batch**: a vectorised pandas/statsmodels/pykalman pass over the same ticks computing the
+   same bars (``resample``) and analytics (``tests/flows/reference.py``: RollingOLS, rolling z,
+   corr, adfuller every K bars, Kalman filter) with no database.
+3. **dashboard**: the recompute-on-every-update loop of a Streamlit-style dashboard: per second
+   of tape, append the second's ticks to a buffer, re-resample the whole buffer to 1s bars and
+   re-fit OLS + z-score on the last W bars. Its cost grows with the buffer, so it runs for a
+   bounded time and the full-tape total is extrapolated from a least-squares fit of the
+   per-update cost against the buffer size (clearly labelled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import logging
+import os
+import pstats
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from bench.common import machine, questdb, replay_config, table_counts, write_frame_file
+from connectors.questdb_sink import ensure_tables
+from flows.config import AnalyticsConfig
+
+TFS = {"1s": "1s", "1m": "1min", "5m": "5min"}
+
+
+def run_flow(path: Path, profile: bool = False, **questdb_kw) -> dict:
+    """Replay ``path`` through ``build(cfg)`` into a fresh QuestDB; timings and row counts."""
+    from bytewax.testing import run_main
+
+    from flows.pairs import build
+
+    with questdb() as srv:
+        cfg = replay_config([str(path)], srv.conf, **questdb_kw)
+        ensure_tables(srv.conf)
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        load0 = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        flow = build(cfg)
+        prof = cProfile.Profile() if profile else None
+        if prof:
+            prof.enable()
+        run_main(flow)
+        if prof:
+            prof.disable()
+        t_flow = time.perf_counter() - t0
+        srv.http.wait_applied(timeout=600)
+        wall = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        counts = table_counts(srv)
+    if prof:
+        out = Path("/tmp/pairstream-throughput.prof")
+        prof.dump_stats(out)
+        print(f"\ncProfile of the worker thread ({out}), top 25 by own time:")
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return {
+        "wall": wall,
+        "flow": t_flow,
+        "cpu": cpu,
+        "counts": counts,
+        "load": (load0, os.getloadavg()[0]),
+    }
+
+
+def load_ticks(path: Path) -> pd.DataFrame:
+    """The tape as a DataFrame (what a batch job would start from)."""
+    cols: dict[str, list] = {k: [] for k in ("s", "T", "p", "q", "m")}
+    with open(path, "rb") as fh:
+        for line in fh:
+            d = orjson.loads(line.partition(b" ")[2])["data"]
+            for k, v in cols.items():
+                v.append(d[k])
+    df = pd.DataFrame(
+        {
+            "symbol": cols["s"],
+            "ms": np.asarray(cols["T"], dtype="int64"),
+            "ts": pd.to_datetime(np.asarray(cols["T"], dtype="int64"), unit="ms", utc=True),
+            "price": np.asarray(cols["p"], dtype=float),
+            "qty": np.asarray(cols["q"], dtype=float),
+            "buyer_maker": np.asarray(cols["m"], dtype=bool),
+        }
+    )
+    return df
+
+
+def batch_bars(ticks: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """OHLCV per symbol and timeframe with ``resample`` (empty intervals filled, like ours)."""
+    out = {}
+    t = ticks.assign(
+        quote=ticks.price * ticks.qty, taker=np.where(ticks.buyer_maker, 0.0, ticks.qty)
+    ).set_index("ts")
+    for tf, rule in TFS.items():
+        frames = []
+        for sym, g in t.groupby("symbol"):
+            r = g.resample(rule)
+            b = r["price"].ohlc()
+            b["volume"] = r["qty"].sum()
+            b["quote_volume"] = r["quote"].sum()
+            b["trades"] = r["price"].count()
+            b["taker_buy_volume"] = r["taker"].sum()
+            b["close"] = b["close"].ffill()
+            for c in ("open", "high", "low"):
+                b[c] = b[c].fillna(b["close"])
+            b["vwap"] = (b.quote_volume / b.volume).fillna(b.close)
+            b["symbol"] = sym
+            frames.append(b)
+        out[tf] = pd.concat(frames)
+    return out
+
+
+def batch_analytics(bars: dict[str, pd.DataFrame], cfg: AnalyticsConfig) -> int:
+    from tests.flows.reference import reference_analytics
+
+    rows = 0
+    for _tf, b in bars.items():
+        closes = b.pivot_table(index=b.index, columns="symbol", values="close").ffill().dropna()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            y, x = closes["BTCUSDT"].to_numpy(), closes["ETHUSDT"].to_numpy()
+            ref = reference_analytics(y, x, cfg)
+        rows += len(ref)
+    return rows
+
+
+def run_batch(path: Path, cfg: AnalyticsConfig) -> dict:
+    t0 = time.perf_counter()
+    ticks = load_ticks(path)
+    t1 = time.perf_counter()
+    bars = batch_bars(ticks)
+    t2 = time.perf_counter()
+    rows = batch_analytics(bars, cfg)
+    t3 = time.perf_counter()
+    return {
+        "load": t1 - t0,
+        "bars": t2 - t1,
+        "analytics": t3 - t2,
+        "total": t3 - t0,
+        "n_bars": sum(len(b) for b in bars.values()),
+        "n_rows": rows,
+        "ticks": ticks,
+    }
+
+
+def dashboard_update(buf: dict[str, list], window: int) -> float:
+    """One dashboard refresh: whole buffer → 1s bars → OLS + z on the last ``window`` bars."""
+    import statsmodels.api as sm
+
+    df = pd.DataFrame(buf)
+    df["ts"] = pd.to_datetime(df["ts"], unit="ms", utc=True)
+    closes = (
+        df.set_index("ts").groupby("symbol")["price"].resample("1s").last().unstack(0).ffill()
+    )
+    closes = closes.dropna()
+    if len(closes) < window:
+        return float("nan")
+    w = closes.iloc[-window:]
+    fit = sm.OLS(w["BTCUSDT"].to_numpy(), sm.add_constant(w["ETHUSDT"].to_numpy())).fit()
+    spread = w["BTCUSDT"] - fit.params[1] * w["ETHUSDT"]
+    return float((spread.iloc[-1] - spread.mean()) / spread.std(ddof=1))
+
+
+def run_dashboard(ticks: pd.DataFrame, budget: float, window: int = 60) -> dict:
+    """Measure refreshes for ``budget`` seconds, then extrapolate to the whole tape."""
+    ms = ticks["ms"].to_numpy()
+    sec = ms // 1000
+    sym = ticks["symbol"].to_numpy()
+    price = ticks["price"].to_numpy()
+    qty = ticks["qty"].to_numpy()
+    bounds = np.flatnonzero(np.diff(sec)) + 1
+    ends = np.append(bounds, len(sec))  # buffer size after each second of tape with trades
+    seconds_total = int(sec[-1] - sec[0] + 1)  # a dashboard refreshes every second, trades or not
+    buf: dict[str, list] = {"symbol": [], "ts": [], "price": [], "qty": []}
+    sizes, costs = [], []
+    start = 0
+    t_start = time.perf_counter()
+    for end in ends:
+        buf["symbol"].extend(sym[start:end])
+        buf["ts"].extend(ms[start:end])
+        buf["price"].extend(price[start:end])
+        buf["qty"].extend(qty[start:end])
+        start = end
+        t0 = time.perf_counter()
+        dashboard_update(buf, window)
+        costs.append(time.perf_counter() - t0)
+        sizes.append(end)
+        if time.perf_counter() - t_start > budget:
+            break
+    b, a = np.polyfit(np.asarray(sizes, float), np.asarray(costs), 1)  # cost ≈ a + b·size
+    # every second of the tape, with the buffer as it stands then (seconds without trades too)
+    full_sizes = np.searchsorted(sec, np.arange(sec[0], sec[-1] + 1), side="right")
+    extrapolated = float(np.sum(a + b * full_sizes))
+    return {
+        "updates": len(costs),
+        "measured": float(np.sum(costs)),
+        "ticks_seen": int(sizes[-1]),
+        "a": a,
+        "b": b,
+        "seconds_total": seconds_total,
+        "extrapolated": extrapolated,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ticks", type=int, default=1_000_000)
+    ap.add_argument("--profile", action="store_true", help="cProfile the worker thread")
+    ap.add_argument("--no-compare", action="store_true", help="flow only")
+    ap.add_argument("--dashboard-budget", type=float, default=30.0, help="seconds")
+    args = ap.parse_args(argv)
+    logging.disable(logging.WARNING)  # alert FIRING lines would flood the output
+
+    print(f"machine: {machine()}")
+    path = write_frame_file(args.ticks)
+    print(f"tape: {args.ticks:,} ticks (window A repeated), frame file {path}")
+
+    f = run_flow(path, profile=args.profile)
+    n = args.ticks
+    print(
+        f"\nflow (1 worker, QuestDB): {f['wall']:.1f} s wall to all rows applied "
+        f"(dataflow {f['flow']:.1f} s) -> {n / f['wall']:,.0f} ticks/s end to end"
+    )
+    print(
+        f"  flow process CPU {f['cpu']:.1f} s -> {n / f['cpu']:,.0f} ticks per CPU-second "
+        f"(load average {f['load'][0]:.1f} -> {f['load'][1]:.1f} on {os.cpu_count()} cores)"
+    )
+    print(f"  rows: {f['counts']}")
+    if args.no_compare:
+        return 0
+
+    acfg = replay_config([str(path)], "http::addr=127.0.0.1:9000;").analytics_for("1s")
+    b = run_batch(path, acfg)
+    print(
+        f"\n(a) vectorised batch (pandas resample + statsmodels/pykalman, no database): "
+        f"{b['total']:.1f} s = load {b['load']:.1f} + bars {b['bars']:.1f} + analytics "
+        f"{b['analytics']:.1f} ({b['n_bars']:,} bars, {b['n_rows']:,} analytics rows)"
+    )
+    print(
+        f"  -> {n / b['total']:,.0f} ticks/s; flow / batch time = {f['wall'] / b['total']:.2f}x "
+        f"(flow CPU / batch = {f['cpu'] / b['total']:.2f}x)"
+    )
+
+    d = run_dashboard(b["ticks"], args.dashboard_budget)
+    print(
+        f"\n(b) dashboard recompute-every-second: measured {d['updates']:,} refreshes "
+        f"({d['ticks_seen']:,} ticks in the buffer at the end) in {d['measured']:.1f} s; "
+        f"cost per refresh ~ {d['a'] * 1e3:.1f} ms + {d['b'] * 1e9:.0f} ns x buffered ticks"
+    )
+    print(
+        f"  EXTRAPOLATED to the whole tape ({d['seconds_total']:,} refreshes): "
+        f"{d['extrapolated']:,.0f} s -> {n / d['extrapolated']:,.0f} ticks/s; "
+        f"dashboard / flow time = {d['extrapolated'] / f['wall']:,.0f}x; at the tape's end one "
+        f"refresh takes {(d['a'] + d['b'] * n) * 1e3:,.0f} ms "
+        f"({'cannot' if d['a'] + d['b'] * n > 1 else 'can'} keep up with 1 refresh/s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
