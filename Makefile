@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 JAR_STAMP := .cache/questdb/.fetched
 
-.PHONY: stop setup run demo test lint bench bench-throughput bench-latency bench-memory bench-scale bench-estimators bench-bars clean
+.PHONY: stop setup run demo test lint bench-throughput bench-latency bench-memory bench-scale bench-soak bench-estimators bench-bars clean
 
 setup: $(STAMP) $(JAR_STAMP)
 
@@ -37,6 +37,22 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+## bench-*: benchmarks that print figures (see bench/README.md)
+bench-throughput: setup
+	$(BIN)/python -m bench.throughput
+
+bench-latency: setup
+	$(BIN)/python -m bench.latency
+
+bench-memory: setup
+	$(BIN)/python -m bench.memory
+
+bench-scale: setup
+	$(BIN)/python -m bench.scale
+
+bench-soak: setup
+	$(BIN)/python -m bench.soak
 
 bench-estimators: setup
 	$(BIN)/python -m bench.bench_estimators

@@ -180,9 +180,12 @@ def machine() -> str:
 
 
 def live_frames(
-    seconds: float, start_ms: int, copies: int = 1
+    seconds: float, start_ms: int, copies: int = 1, skip: float = 180.0
 ) -> tuple[list[Any], int, list[str]]:
-    """The first ``seconds`` of window A as fake-exchange frames, trade times moved to start_ms.
+    """``seconds`` of window A from ``skip`` s in as fake-exchange frames, trades moved to start_ms.
+
+    The default skip starts at minute 3, where the recorded rate is 50-95 trades/s (the first
+    three minutes are quiet, ~15 trades/s).
 
     ``copies`` > 1 synthesises more symbols from the real two by renaming (``BTCUSDT`` →
     ``BTC01USDT`` ...); every copy trades at the recorded rate. Returns (frames, the shift in ms
@@ -193,7 +196,7 @@ def live_frames(
 
     base = load_frames()
     r0 = base[0].recv_ns
-    base = [f for f in base if f.recv_ns - r0 <= seconds * 1e9]
+    base = [f for f in base if skip * 1e9 <= f.recv_ns - r0 <= (skip + seconds) * 1e9]
     shift = (start_ms - base[0].trade.T) // 1000 * 1000
     out: list[Frame] = []
     symbols: list[str] = []
@@ -234,6 +237,7 @@ def live_config_file(
     conf: str,
     lateness: str = "500ms",
     flush_interval: str = "250ms",
+    stream: str = "aggTrade",
 ) -> Path:
     """A TOML config for the live source against the fake exchange."""
     sym = ", ".join(f'"{s}"' for s in symbols)
@@ -245,7 +249,7 @@ pairs = [{prs}]
 
 [source]
 kind = "binance"
-stream = "aggTrade"
+stream = "{stream}"
 ws_url = "{ws_url}"
 rest_url = "{rest_url}"
 

@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0, help="measured live time")
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring")
     ap.add_argument("--copies", type=int, default=10, help="copies of the BTC/ETH pair")
+    ap.add_argument(
+        "--stream", default="aggTrade", choices=("aggTrade", "trade"),
+        help="trade: every raw fill (~7x the aggTrade frames of this tape)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     from tests.fakes.exchange import FakeBinance
 
@@ -51,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [(f"BTC{k:02d}USDT", f"ETH{k:02d}USDT") for k in range(args.copies)]
     with questdb() as srv, FakeBinance(frames, speed=1.0) as fake:
         cfg = live_config_file(
-            tmp / "scale.toml", symbols, pairs, fake.ws_url, fake.rest_url, srv.conf
-        )
+            tmp / "scale.toml", symbols, pairs, fake.ws_url, fake.rest_url, srv.conf,
+            stream=args.stream,
+        )  # fmt: skip
         proc = start_flow(cfg, tmp / "flow.log")
         try:
             wait_connected(fake)
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     share = (c1 - c0) / (t1 - t0)
     rate = (f1 - f0) / (t1 - t0)
     print(
-        f"live: {len(symbols)} symbols, {len(pairs)} pairs, {rate:,.0f} aggTrade frames/s "
+        f"live: {len(symbols)} symbols, {len(pairs)} pairs, {rate:,.0f} {args.stream} frames/s "
         f"from the fake over {t1 - t0:.0f} s (after {args.warmup:.0f} s warm-up)"
     )
     print(

@@ -268,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{d['extrapolated']:,.0f} s -> {n / d['extrapolated']:,.0f} ticks/s; "
         f"dashboard / flow time = {d['extrapolated'] / f['wall']:,.0f}x; at the tape's end one "
         f"refresh takes {(d['a'] + d['b'] * n) * 1e3:,.0f} ms "
-        f"({'cannot' if d['a'] + d['b'] * n > 1 else 'can'} keep up with 1 refresh/s)"
+        f"({'cannot' if d['a'] + d['b'] * n > 1 else 'can'} keep up with 1 refresh/s; it falls "
+        f"behind once the buffer holds {(1 - d['a']) / d['b']:,.0f} ticks)"
     )
     return 0
 

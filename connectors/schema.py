@@ -42,11 +42,6 @@ class Table:
             f"PARTITION BY DAY WAL DEDUP UPSERT KEYS({keys})"
         )
 
-    def __post_init__(self) -> None:
-        # The per-row hot path of the sink: a function compiled for this table's columns
-        # (no loop, no type dispatch) that shadows the generic method below, same result.
-        object.__setattr__(self, "row", _compile_row(self.columns))
-
     def row(self, rec: Any) -> tuple[dict[str, str], dict[str, Any]]:
         """Split a record into (symbols, columns) for ``Sender.row``; None columns are omitted."""
         symbols: dict[str, str] = {}
@@ -64,28 +59,6 @@ class Table:
             else:
                 columns[c] = v
         return symbols, columns
-
-
-def _compile_row(columns: tuple[tuple[str, str], ...]) -> Any:
-    """``Table.row`` unrolled for one column list (identical output, several times faster)."""
-    body = ["def row(rec):", "    symbols = {}", "    columns = {}"]
-    for c, t in columns:
-        if not c.isidentifier():
-            raise ValueError(f"column name {c!r} is not an identifier")
-        body.append(f"    v = rec.{c}")
-        body.append("    if v is not None:")
-        if t == "SYMBOL":
-            body.append(f"        symbols[{c!r}] = v")
-        elif t == "DOUBLE":  # numpy scalars are not accepted by the client
-            body.append(f"        columns[{c!r}] = v if type(v) is float else float(v)")
-        elif t == "LONG":
-            body.append(f"        columns[{c!r}] = v if type(v) is int else int(v)")
-        else:
-            body.append(f"        columns[{c!r}] = v")
-    body.append("    return symbols, columns")
-    ns: dict[str, Any] = {}
-    exec("\n".join(body), ns)  # noqa: S102 - code built from our own column constants
-    return ns["row"]
 
 
 _D = "DOUBLE"
