@@ -133,6 +133,7 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
         verify_timeout: float = 1.0,
         rotate_after: float = 23 * 3600.0,
         progress_interval: float = 0.1,
+        progress_horizon: float = 0.0,
         poll_interval: float = 0.01,
         max_batch: int = 10_000,
         rest_limit: int = 1000,
@@ -157,7 +158,7 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
         self._feed_kw: dict[str, Any] = dict(
             backoff_base=backoff_base, backoff_cap=backoff_cap, stall_timeout=stall_timeout,
             verify_timeout=verify_timeout, rotate_after=rotate_after,
-            progress_interval=progress_interval)
+            progress_interval=progress_interval, progress_horizon=progress_horizon)
         self._rest_kw: dict[str, Any] = dict(limit=rest_limit, ban_backoff=rest_ban_backoff,
                                              api_key=api_key, ssl_context=ssl_context)
         self.poll_interval = poll_interval

@@ -169,6 +169,7 @@ class Feed:
         verify_timeout: float = 1.0,
         rotate_after: float = 23 * 3600.0,
         progress_interval: float = 0.1,
+        progress_horizon: float = 0.0,
         open_timeout: float = 10.0,
         log_interval: float = 10.0,
         seed: Optional[int] = None,
@@ -187,6 +188,7 @@ class Feed:
         self.verify_timeout = verify_timeout
         self.rotate_after = rotate_after
         self.progress_interval = progress_interval
+        self.progress_horizon = timedelta(seconds=progress_horizon)
         self.open_timeout = open_timeout
         self.log_interval = log_interval
         self._rng = random.Random(seed)
@@ -208,6 +210,7 @@ class Feed:
         self._health_sec: Optional[datetime] = None
         self._had_data = False
         self._last_frame_at: Optional[datetime] = None  # exchange time of the newest trade
+        self._last_recv: Optional[datetime] = None  # clock time it was received
 
     # -- records -------------------------------------------------------------------------------
 
@@ -243,6 +246,7 @@ class Feed:
             return
         if self._last_frame_at is None or t.ts > self._last_frame_at:
             self._last_frame_at = t.ts
+            self._last_recv = self.clock()
         self.seq.on_live(t)
 
     def _malformed(self, reason: str) -> None:
@@ -266,10 +270,17 @@ class Feed:
         stall are still on time for their bars; and exchange time needs no clock sync (a
         replayed or rebased tape is handled the same way). A quiet symbol's bars close as the
         busier symbols of its connection move the exchange clock on.
+
+        ``progress_horizon`` (the flow passes the bars' lateness) lets the exchange time run on
+        with the local clock after the newest trade, by at most that much: bars then close
+        without waiting for the next trade, and a stall still cannot close a bar over trades
+        it hides (the watermark, progress − lateness, stays at or before the newest trade).
         """
         at = self._last_frame_at
         if at is None:
             return
+        if self.progress_horizon and self._last_recv is not None:
+            at += min(max(self.clock() - self._last_recv, timedelta(0)), self.progress_horizon)
         for s in self.symbols:
             if self.seq.caught_up(s):
                 self.out.append(Progress(s, at))

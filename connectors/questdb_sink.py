@@ -232,7 +232,14 @@ class QuestDBSink(FixedPartitionedSink[Any, None]):
 
     Items are ``(table_name, record)``; :func:`to_questdb` does the keying. Tables are created at
     start (``CREATE TABLE IF NOT EXISTS`` from :mod:`connectors.schema`).
+
+    ``flush_interval`` batches the high-volume tables (``ticks``, ``feed_health``); every other
+    table (one row per bar: bars, pair_analytics, signals, alerts) is flushed as soon as the
+    writer is free (``derived_flush_interval``, default 0), so a closed bar is visible in
+    QuestDB within milliseconds, not a timer period later.
     """
+
+    HIGH_VOLUME = frozenset({"ticks", "feed_health"})
 
     def __init__(
         self,
@@ -240,12 +247,14 @@ class QuestDBSink(FixedPartitionedSink[Any, None]):
         *,
         flush_rows: int = 10_000,
         flush_interval: float = 0.25,
+        derived_flush_interval: float = 0.0,
         buffer_rows: int = 1_000_000,
         max_backoff: float = 5.0,
     ) -> None:
         self.conf = conf
         self.flush_rows = flush_rows
         self.flush_interval = flush_interval
+        self.derived_flush_interval = derived_flush_interval
         self.buffer_rows = buffer_rows
         self.max_backoff = max_backoff
 
@@ -262,7 +271,7 @@ class QuestDBSink(FixedPartitionedSink[Any, None]):
             self.conf,
             BY_NAME[for_part],
             self.flush_rows,
-            self.flush_interval,
+            self.flush_interval if for_part in self.HIGH_VOLUME else self.derived_flush_interval,
             self.buffer_rows,
             self.max_backoff,
         )

@@ -48,6 +48,11 @@ def make_source(cfg: Config) -> Source[Any]:
         ws_url=src.ws_url,
         rest_url=src.rest_url,
         until=src.until_dt,
+        # Between trades, let the feed's exchange clock run on for half the lateness: bars close
+        # without waiting for the next trade, and the other half still absorbs the (ms-scale)
+        # reordering between the streams of one connection.
+        progress_horizon=cfg.bars.lateness_td.total_seconds() / 2,
+        progress_interval=0.05,
     )
 
 

@@ -180,3 +180,22 @@ def test_backoff_is_capped_exponential_with_jitter():
         d = backoff_delay(attempt, 0.5, 30.0, rng)
         step = min(30.0, 0.5 * 2**attempt)
         assert 0.5 * step <= d <= step
+
+
+def test_progress_runs_on_with_the_clock_up_to_the_horizon():
+    """Between trades the exchange clock advances with the local clock, by at most the
+    horizon past the newest trade, so a stall can never move the watermark past hidden trades."""
+    clock = Clock()
+    f = make_feed(clock, last={"BTCUSDT": 4})
+    f.progress_horizon = timedelta(milliseconds=250)
+    f.seq.on_connect(0.0)
+    f.handle_frame(frame(5))
+    t5 = tick(5).ts
+    f.emit_progress()
+    assert [p.ts for p in f.out if type(p) is Progress] == [t5, t5]
+    for elapsed, ahead in ((100, 100), (250, 250), (5000, 250)):
+        f.out.clear()
+        clock.now += timedelta(milliseconds=elapsed)
+        f.emit_progress()
+        want = t5 + timedelta(milliseconds=ahead)
+        assert [p.ts for p in f.out if type(p) is Progress] == [want, want]
