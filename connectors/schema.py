@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from flows.backtest import BacktestResult
 from flows.records import (
     AlertEvent,
     Analytics,
+    BacktestResult,
     Bar,
     Health,
     PairBar,

@@ -36,11 +36,11 @@ from multiprocessing import get_context
 from typing import Any, Optional
 
 from flows.config import AnalyticsConfig, ConfigError, SignalsConfig, parse, tf_seconds
-from flows.records import Analytics, Bar, PairBar, Signal
+from flows.records import Analytics, BacktestResult, Bar, PairBar, Signal
 
 # numpy and the live operators (align, estimators, signals) are imported where they run:
-# connectors.schema imports BacktestResult and flows.startup BacktestError, and neither should
-# pull statsmodels and Bytewax into every command that only talks to QuestDB.
+# flows.startup imports BacktestError, and should not pull statsmodels and Bytewax into every
+# command that only talks to QuestDB.
 
 SIGNAL_KEYS = tuple(f.name for f in fields(SignalsConfig))
 ANALYTICS_KEYS = tuple(f.name for f in fields(AnalyticsConfig))
@@ -286,48 +286,6 @@ def metrics(signals: Sequence[Signal], tf: str) -> Metrics:
         max_drawdown_pnl=dd,
         hit_rate=wins / len(trade_pnls) if trade_pnls else None,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class BacktestResult:
-    """One row of the ``backtests`` table: a parameter set over a range of one pair+timeframe.
-
-    ``ts`` is the first bar of the range, ``last_ts`` the last; with ``pair``, ``tf`` and the
-    canonical ``params`` they identify the run, so re-running a grid upserts its rows.
-    """
-
-    ts: datetime
-    pair: str
-    tf: str
-    params: str
-    last_ts: datetime
-    entry: float
-    exit: float
-    stop: Optional[float]
-    fee_bps: float
-    use: str
-    prices: str
-    window: int
-    z_window: int
-    corr_window: int
-    adf_window: int
-    adf_every: int
-    kalman_delta: float
-    kalman_obs_var: float
-    kalman_p0: float
-    bars: int
-    trades: int
-    wins: int
-    open_position: int
-    pnl: float
-    fees: float
-    notional: Optional[float]
-    total_return: float
-    sharpe: Optional[float]
-    max_drawdown: Optional[float]
-    max_drawdown_pnl: float
-    hit_rate: Optional[float]
-    run_at: Optional[datetime] = None
 
 
 def result(

@@ -145,3 +145,45 @@ class Health:
     metric: str
     ts: datetime
     value: float
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestResult:
+    """One row of the ``backtests`` table: a parameter set over a range of one pair+timeframe.
+
+    ``ts`` is the first bar of the range, ``last_ts`` the last; with ``pair``, ``tf`` and the
+    canonical ``params`` they identify the run, so re-running a grid upserts its rows.
+    """
+
+    ts: datetime
+    pair: str
+    tf: str
+    params: str
+    last_ts: datetime
+    entry: float
+    exit: float
+    stop: Optional[float]
+    fee_bps: float
+    use: str
+    prices: str
+    window: int
+    z_window: int
+    corr_window: int
+    adf_window: int
+    adf_every: int
+    kalman_delta: float
+    kalman_obs_var: float
+    kalman_p0: float
+    bars: int
+    trades: int
+    wins: int
+    open_position: int
+    pnl: float
+    fees: float
+    notional: Optional[float]
+    total_return: float
+    sharpe: Optional[float]
+    max_drawdown: Optional[float]
+    max_drawdown_pnl: float
+    hit_rate: Optional[float]
+    run_at: Optional[datetime] = None
