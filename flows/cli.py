@@ -178,29 +178,35 @@ def cmd_replay(args: argparse.Namespace) -> int:
         done = threading.Event()
         start = time.monotonic()
 
-        def report() -> None:
-            tty = sys.stderr.isatty()
-            last_pct = -10
-            while not done.wait(0.5):
-                n = rp.PROGRESS["records"]
-                pct = 100 * n // max(total, 1)
-                rate = n / max(time.monotonic() - start, 1e-9)
-                bar = "#" * (pct // 4) + "." * (25 - pct // 4)
-                line = f"[{bar}] {pct:3d}% {n:,}/{total:,} records {rate:,.0f}/s"
-                if tty:
-                    print("\r" + line, end="", file=sys.stderr, flush=True)
-                elif pct >= last_pct + 10:
-                    print(line, file=sys.stderr, flush=True)
-                    last_pct = pct
+        tty = sys.stderr.isatty()
 
-        threading.Thread(target=report, daemon=True).start()
+        def line() -> str:
+            n = rp.PROGRESS["records"]
+            pct = 100 * n // max(total, 1)
+            rate = n / max(time.monotonic() - start, 1e-9)
+            bar = "#" * (pct // 4) + "." * (25 - pct // 4)
+            return f"[{bar}] {pct:3d}% {n:,}/{total:,} records {rate:,.0f}/s"
+
+        def report() -> None:
+            last = -10
+            while not done.wait(0.5):
+                pct = 100 * rp.PROGRESS["records"] // max(total, 1)
+                if tty:
+                    print("\r" + line(), end="", file=sys.stderr, flush=True)
+                elif pct >= last + 10:  # a log, not a terminal: one line per 10%
+                    print(line(), file=sys.stderr, flush=True)
+                    last = pct
+
+        reporter = threading.Thread(target=report, daemon=True)
+        reporter.start()
         try:
             cli_main(flow, workers_per_process=args.workers)
         finally:
             done.set()
+            reporter.join()
         elapsed = time.monotonic() - start
         n = rp.PROGRESS["records"]
-        print(file=sys.stderr)
+        print(("\r" if tty else "") + line(), file=sys.stderr, flush=True)  # the final state
         http = QuestDBHttp.from_conf(cfg.questdb.conf)
         http.wait_applied()
         print(f"pairstream replay: {n:,} records from {len(paths)} file(s) in {elapsed:.1f}s "

@@ -71,3 +71,26 @@ class _no_questdb:  # noqa: N801 - stands in for the questdb_for context manager
 
     def __exit__(self, *exc):
         return None
+
+
+def test_replay_command_runs_the_flow_with_progress_and_summary(fresh_tables, tmp_path):
+    env = dict(os.environ, QDB_CLIENT_CONF=fresh_tables.conf)
+    files = sorted(str(p) for p in (REPO / "data" / "sample").glob("futures-um-trades-*.csv"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "replay", *files],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "24,356 records from 2 file(s)" in proc.stdout
+    assert "100% 24,356/24,356 records" in proc.stderr  # the progress bar reached the end
+    counts = {
+        t: fresh_tables.http.query(f"SELECT count() n FROM {t}")[0]["n"]
+        for t in ("ticks", "bars", "pair_analytics")
+    }
+    assert counts["ticks"] == 24_356 and counts["bars"] > 900 and counts["pair_analytics"] > 400
+    for table, n in counts.items():
+        assert f"{table:<15} {n:>9,} rows" in proc.stdout
