@@ -22,9 +22,10 @@ $(JAR_STAMP): $(STAMP)
 	$(BIN)/python -m connectors.questdb_server fetch
 	@touch $@
 
-## run: set up and run the main job live (starts a local QuestDB unless one answers)
+## run: set up and run the main job live (starts a local QuestDB unless one answers);
+## Bytewax recovery in var/recovery, so a restart resumes without losing or repeating a trade
 run: setup
-	$(BIN)/pairstream run
+	$(BIN)/pairstream run --recovery var/recovery
 
 ## demo: set up and replay the bundled real sample into QuestDB (offline)
 demo: setup
