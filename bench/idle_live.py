@@ -18,19 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import cpu_seconds
 from connectors.questdb_server import QuestDBServer
 from tests.fakes.exchange import FakeBinance
 
 ROOT = Path(__file__).resolve().parent.parent
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 CONFIG = """
 symbols = ["BTCUSDT", "ETHUSDT"]
 timeframes = ["1s", "1m", "5m"]

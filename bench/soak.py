@@ -20,7 +20,6 @@ counts.
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import subprocess
 import sys
@@ -33,15 +32,11 @@ from typing import Optional
 
 import orjson
 
+from bench.common import repeated_frames
 from connectors.questdb_server import QuestDBServer
 from flows.cli import init_recovery
 
 ROOT = Path(__file__).resolve().parent.parent
-WINDOW_A = "2024-07-18T23-57_2024-07-19T00-05"
-MERGED = ROOT / "data" / "sample" / (
-    f"futures-um-ws-trade-frames-BTCUSDT+ETHUSDT-merged-{WINDOW_A}.txt.gz"
-)
-STEP_MS = 5 * 60 * 1000
 TF_SECONDS = {"1s": 1, "1m": 60, "5m": 300}
 GARBAGE = (
     b"1721347022707 {not json",
@@ -96,38 +91,18 @@ class Tape:
 def write_tape(path: Path, n_ticks: int, malformed_every: int = 0) -> Tape:
     """Write ``n_ticks`` trades of the repeated window A as a frame file, plus a garbage line
     after every ``malformed_every`` trades (0: none)."""
-    with gzip.open(MERGED, "rb") as fh:
-        frames = [line.rstrip(b"\n").partition(b" ") for line in fh]
-    parsed = [(int(ns), orjson.loads(raw)) for ns, _, raw in frames]
-    times = [f["data"]["T"] for _, f in parsed]
-    shift = -(-(max(times) - min(times) + 1) // STEP_MS) * STEP_MS
-    ids: dict[str, list[int]] = {}
-    for _, f in parsed:
-        ids.setdefault(f["data"]["s"], []).append(f["data"]["t"])
-    id_step = {s: max(v) - min(v) + 1 for s, v in ids.items()}
     tape = Tape(path, n_ticks, 0)
-    k = done = 0
     with open(path, "wb") as out:
-        while done < n_ticks:
-            dt = k * shift
-            for ns, f in parsed:
-                if done >= n_ticks:
-                    break
-                d = dict(f["data"])
-                s = d["s"]
-                d["T"] += dt
-                d["E"] += dt
-                d["t"] += k * id_step[s]
-                out.write(b"%d %s\n" % (ns + dt * 1_000_000, orjson.dumps(
-                    {"stream": f["stream"], "data": d})))
-                done += 1
-                tape.per_symbol[s] = tape.per_symbol.get(s, 0) + 1
-                tape.first_ms.setdefault(s, d["T"])
-                tape.last_ms[s] = d["T"]
-                if malformed_every and done % malformed_every == 0:
-                    out.write(GARBAGE[tape.malformed % len(GARBAGE)] + b"\n")
-                    tape.malformed += 1
-            k += 1
+        for done, (ns, f) in enumerate(repeated_frames(n_ticks), 1):
+            d = f["data"]
+            s = d["s"]
+            out.write(b"%d %s\n" % (ns, orjson.dumps(f)))
+            tape.per_symbol[s] = tape.per_symbol.get(s, 0) + 1
+            tape.first_ms.setdefault(s, d["T"])
+            tape.last_ms[s] = d["T"]
+            if malformed_every and done % malformed_every == 0:
+                out.write(GARBAGE[tape.malformed % len(GARBAGE)] + b"\n")
+                tape.malformed += 1
     return tape
 
 
