@@ -34,7 +34,14 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from bench.common import machine, questdb, replay_config, table_counts, write_frame_file
+from bench.common import (
+    cpu_seconds,
+    machine,
+    questdb,
+    replay_config,
+    table_counts,
+    write_frame_file,
+)
 from connectors.questdb_sink import ensure_tables
 from flows.config import AnalyticsConfig
 
@@ -51,6 +58,7 @@ def run_flow(path: Path, profile: bool = False, **questdb_kw) -> dict:
         cfg = replay_config([str(path)], srv.conf, **questdb_kw)
         ensure_tables(srv.conf)
         r0 = resource.getrusage(resource.RUSAGE_SELF)
+        q0 = cpu_seconds(srv.proc.pid)
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         flow = build(cfg)
@@ -64,6 +72,7 @@ def run_flow(path: Path, profile: bool = False, **questdb_kw) -> dict:
         srv.http.wait_applied(timeout=600)
         wall = time.perf_counter() - t0
         r1 = resource.getrusage(resource.RUSAGE_SELF)
+        q1 = cpu_seconds(srv.proc.pid)
         counts = table_counts(srv)
     if prof:
         out = Path("/tmp/pairstream-throughput.prof")
@@ -75,6 +84,7 @@ def run_flow(path: Path, profile: bool = False, **questdb_kw) -> dict:
         "wall": wall,
         "flow": t_flow,
         "cpu": cpu,
+        "questdb_cpu": q1 - q0,
         "counts": counts,
         "load": (load0, os.getloadavg()[0]),
     }
@@ -241,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  flow process CPU {f['cpu']:.1f} s -> {n / f['cpu']:,.0f} ticks per CPU-second "
         f"(load average {f['load'][0]:.1f} -> {f['load'][1]:.1f} on {os.cpu_count()} cores)"
     )
+    print(f"  QuestDB server CPU in the same time: {f['questdb_cpu']:.1f} s")
     print(f"  rows: {f['counts']}")
     if args.no_compare:
         return 0

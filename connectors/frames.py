@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
+import numpy as np
 import orjson
 
 from flows.records import Tick
@@ -223,6 +226,89 @@ def parse_frame(raw: bytes | str) -> Optional[Tick]:
             if tick is not None:
                 return tick
     return event_to_tick(d)
+
+
+# One recorded ``trade`` frame line as Binance lays it out (``<recv_ns> <json>``). The pattern
+# is loose (fast); ``trade_columns`` then checks the captures, so that every chunk it accepts is
+# one ``parse_frame`` accepts line by line with the same values, and anything unusual (escapes,
+# control bytes, leading zeros, long numbers, another layout) is left to ``parse_frame``
+# (tests/connectors/test_frames.py checks this with mutated frames).
+_TRADE_LINE = re.compile(
+    rb'\n[^ \n]* \{"stream":"[^"\x00-\x1f\\]*@trade","data":\{"e":"trade","E":\d+,"T":(\d+),'
+    rb'"s":"([^"]*)","t":(\d+),"p":"([^"\x00-\x1f\\]*)","q":"([^"\x00-\x1f\\]*)",'
+    rb'"X":"MARKET","m":(true|false)\}\}(?=\n)'
+)
+
+
+@dataclass(frozen=True)
+class TradeColumns:
+    """The trades of a chunk of frame lines as columns, one entry per line, in line order."""
+
+    symbol: list[str]
+    ms: np.ndarray  # int64 trade time T
+    trade_id: np.ndarray  # int64
+    price: np.ndarray  # float64
+    qty: np.ndarray  # float64
+    buyer_maker: np.ndarray  # bool
+
+
+def trade_columns(lines: Sequence[bytes]) -> Optional[TradeColumns]:
+    """Frame-file lines → columns, if *every* line is a plain valid trade frame; else None.
+
+    The bulk path of a full-speed replay (one regex scan and a few conversions per chunk
+    instead of a JSON parse per line); on None the caller parses line by line with
+    :func:`parse_frame`, which then counts and words whatever is wrong.
+    """
+    if not lines:
+        return None
+    chunk = b"\n" + b"".join(lines)
+    if not chunk.endswith(b"\n"):
+        chunk += b"\n"
+    if (
+        chunk.count(b"\n") != len(lines) + 1  # one line per item, each ending in a newline
+        or not all(line.endswith(b"\n") for line in lines[:-1])
+        or not chunk.isascii()
+        or b'":0' in chunk  # a JSON number never starts with 0 (0 itself: no trade has one)
+        or max(map(len, lines)) > MAX_FRAME_BYTES
+    ):
+        return None
+    found = _TRADE_LINE.findall(chunk)
+    if len(found) != len(lines):  # ≤ 1 match per line (each starts after a newline)
+        return None
+    t_col, s_col, id_col, p_col, q_col, m_col = zip(*found)
+    names = set(s_col)
+    if not all(_SYMBOL.match(s.decode()) for s in names):
+        return None
+    if max(map(len, p_col)) > 40 or max(map(len, q_col)) > 40:
+        return None
+    try:
+        price = np.array(list(map(float, p_col)), dtype=np.float64)
+        qty = np.array(list(map(float, q_col)), dtype=np.float64)
+    except ValueError:
+        return None
+    try:
+        ms = np.array(list(map(int, t_col)), dtype=np.int64)
+        ids = np.array(list(map(int, id_col)), dtype=np.int64)
+    except OverflowError:  # past 64 bits: JSON gives a float there, parse_frame rejects it
+        return None
+    if (
+        ms.min() < _MIN_T
+        or ms.max() > _MAX_T
+        or not (price > 0).all()
+        or not (qty >= 0).all()
+        or not np.isfinite(price).all()
+        or not np.isfinite(qty).all()
+    ):
+        return None
+    text = {s: s.decode() for s in names}
+    return TradeColumns(
+        [text[s] for s in s_col],
+        ms,
+        ids,
+        price,
+        qty,
+        np.array([m == b"true" for m in m_col], dtype=bool),
+    )
 
 
 def rest_agg_to_tick(symbol: str, d: Any) -> Tick:

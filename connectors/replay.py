@@ -20,12 +20,20 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from itertools import islice
 from typing import Any, Optional
 
+import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from connectors.frames import MalformedFrame, csv_trade_to_tick, ms_to_dt, parse_frame
-from flows.records import Bar, Progress, Tick
+from connectors.frames import (
+    MalformedFrame,
+    csv_trade_to_tick,
+    ms_to_dt,
+    parse_frame,
+    trade_columns,
+)
+from flows.records import Bar, Progress, Tick, TickBatch
 
 log = logging.getLogger("pairstream.replay")
 UTC = timezone.utc
@@ -178,6 +186,36 @@ def _read_file(spec: _FileSpec, skip: int) -> Iterator[tuple[int, Any]]:
                 yield n, e
 
 
+def _frame_chunks(path: str, skip: int, size: int) -> Iterator[list[bytes]]:
+    """Lists of up to ``size`` raw lines of a frame file, after the first ``skip`` lines."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        for _ in islice(fh, skip):
+            pass
+        while lines := list(islice(fh, size)):
+            yield lines
+
+
+def _batches(
+    symbols: list[str], cols: Any, wanted: frozenset[str], shift_us: int
+) -> list[TickBatch]:
+    """Columns of raw trades (ids: a = f = l) → one TickBatch per wanted symbol, in line order."""
+    ts_us = cols.ms * 1000 + shift_us
+    names = set(symbols)
+    out = []
+    for name in sorted(names & wanted):
+        if len(names) == 1:
+            sel: Any = slice(None)
+        else:
+            sel = np.fromiter((s == name for s in symbols), dtype=bool, count=len(symbols))
+        ids = cols.trade_id[sel]
+        out.append(
+            TickBatch(name, ts_us[sel], cols.price[sel], cols.qty[sel], ids, ids, ids,
+                      cols.buyer_maker[sel])
+        )  # fmt: skip
+    return out
+
+
 def _classify(path: str, symbols: Sequence[str]) -> _FileSpec:
     if _is_frame_file(path):
         return _FileSpec(path, "frames", None)
@@ -222,6 +260,10 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
         self._awake: Optional[datetime] = None
         self._last_ts: Optional[datetime] = None  # time of the last record emitted
         self.malformed = 0
+        # Unpaced frame files go in bulk: a chunk of lines → TickBatches (same ticks, same order)
+        self._bulk = not speed and bool(files) and all(f.kind == "frames" for f in files)
+        self._chunks: Optional[Iterator[list[bytes]]] = None
+        self._shift_us = shift // timedelta(microseconds=1)
 
     def _next_record(self) -> Optional[tuple[int, Any]]:
         while self._file_idx < len(self._files):
@@ -240,7 +282,54 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
             return rec
         return _replace_ts(rec, rec.ts + self._shift)
 
+    def _skip_malformed(self, n: int, e: MalformedFrame) -> None:
+        self.malformed += 1
+        if self.malformed <= 10 or self.malformed % 1000 == 0:
+            log.warning(
+                "replay: %s line %d skipped: %s (%d so far)",
+                self._files[self._file_idx].path,
+                n,
+                e,
+                self.malformed,
+            )
+
+    def _next_bulk(self) -> list[Any]:
+        """The next chunk of a frame file as TickBatches (per line only if the chunk is odd)."""
+        while self._file_idx < len(self._files):
+            if self._chunks is None:
+                self._chunks = _frame_chunks(
+                    self._files[self._file_idx].path, self._line, self._batch
+                )
+            lines = next(self._chunks, None)
+            if lines is None:
+                self._file_idx += 1
+                self._line = 0
+                self._chunks = None
+                continue
+            first = self._line + 1
+            self._line += len(lines)
+            cols = trade_columns(lines)
+            if cols is not None:
+                out: list[Any] = _batches(cols.symbol, cols, self._wanted, self._shift_us)
+            else:
+                ticks: dict[str, list[Tick]] = {}
+                for n, line in enumerate(lines, first):
+                    try:
+                        t = parse_frame(line.partition(b" ")[2])
+                    except MalformedFrame as e:
+                        self._skip_malformed(n, e)
+                        continue
+                    if t is not None and t.symbol in self._wanted:
+                        ticks.setdefault(t.symbol, []).append(self._shifted(t))
+                out = [TickBatch.from_ticks(v) for _, v in sorted(ticks.items())]
+            if out:
+                PROGRESS["records"] += sum(map(len, out))
+                return out
+        raise StopIteration()
+
     def next_batch(self) -> list[Any]:
+        if self._bulk:
+            return self._next_bulk()
         out: list[Any] = []
         now = self._clock() if self._speed else None
         if now is not None and self._t0_wall is None:
@@ -255,15 +344,7 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
             n, rec = nxt
             if isinstance(rec, MalformedFrame):
                 self._line = n
-                self.malformed += 1
-                if self.malformed <= 10 or self.malformed % 1000 == 0:
-                    log.warning(
-                        "replay: %s line %d skipped: %s (%d so far)",
-                        self._files[self._file_idx].path,
-                        n,
-                        rec,
-                        self.malformed,
-                    )
+                self._skip_malformed(n, rec)
                 continue
             if rec is None or rec.symbol not in self._wanted:
                 self._line = n  # not a trade, or a symbol the config does not follow

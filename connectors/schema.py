@@ -18,6 +18,7 @@ from flows.records import (
     PairBar,
     Signal,
     Tick,
+    TickBatch,
 )
 
 
@@ -204,6 +205,7 @@ TABLES: tuple[Table, ...] = (
     TICKS, BARS, PAIR_ANALYTICS, SIGNALS, ALERTS, FEED_HEALTH, BACKTESTS
 )  # fmt: skip
 BY_RECORD: dict[type, Table] = {t.record: t for t in TABLES}
+BY_RECORD[TickBatch] = TICKS  # the columnar form of Tick (written with Buffer.dataframe)
 BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
 
 

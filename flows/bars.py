@@ -29,7 +29,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from flows.config import tf_seconds
 from flows.ohlcv import Rollup, SymbolBars
-from flows.records import Bar, Health, Progress, Tick
+from flows.records import Bar, Health, Progress, Tick, TickBatch
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,10 @@ class BarsOut:
     late: Stream[Health]
 
 
-class _BarsLogic(StatefulBatchLogic[Union[Tick, Progress], Union[Bar, Health], SymbolBars]):
+_In = Union[Tick, TickBatch, Progress]
+
+
+class _BarsLogic(StatefulBatchLogic[_In, Union[Bar, Health], SymbolBars]):
     """One symbol's :class:`SymbolBars`, made on the first batch (the builder gets no key)."""
 
     def __init__(
@@ -57,19 +60,23 @@ class _BarsLogic(StatefulBatchLogic[Union[Tick, Progress], Union[Bar, Health], S
         self._tfs = timeframes
         self._lateness = lateness
 
-    def on_batch(self, values: list[list[Union[Tick, Progress]]]) -> tuple[Iterable, bool]:
+    def on_batch(self, values: list[list[_In]]) -> tuple[Iterable, bool]:
         state = self.state
         if state is None:
             state = self.state = SymbolBars(values[0][0].symbol, self._tfs, self._lateness)
         add_tick = state.add_tick
         for group in values:
             for v in group:
-                if type(v) is Tick:
+                if type(v) is TickBatch:
+                    state.add_batch(v)
+                elif type(v) is Tick:
                     add_tick(v)
                 elif type(v) is Progress:
                     state.add_progress(v.ts)
                 else:
-                    raise TypeError(f"bars: expected Tick or Progress, got {type(v).__name__}")
+                    raise TypeError(
+                        f"bars: expected Tick, TickBatch or Progress, got {type(v).__name__}"
+                    )
         return state.drain(), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable, bool]:
@@ -85,7 +92,7 @@ class _BarsLogic(StatefulBatchLogic[Union[Tick, Progress], Union[Bar, Health], S
         return copy.deepcopy(self.state)
 
 
-def _by_symbol(batch: list[Union[Tick, Progress]]) -> list[tuple[str, list]]:
+def _by_symbol(batch: list[_In]) -> list[tuple[str, list]]:
     """One ``(symbol, [items])`` per symbol in a batch, each symbol's items in arrival order.
 
     Keying whole per-symbol lists instead of single items turns Bytewax's per-item routing cost
@@ -104,11 +111,11 @@ def _by_symbol(batch: list[Union[Tick, Progress]]) -> list[tuple[str, list]]:
 @operator
 def bars(
     step_id: str,
-    events: Stream[Union[Tick, Progress]],
+    events: Stream[_In],
     timeframes: Sequence[str],
     lateness: timedelta,
 ) -> BarsOut:
-    """Ticks and Progress records → bars of ``timeframes`` per symbol, plus late-tick counts.
+    """Ticks (or TickBatches) and Progress → bars of ``timeframes`` per symbol, and late counts.
 
     ``timeframes`` are labels as in the config (``"1s"``, ``"1m"``, ``"5m"``), shortest first,
     each a multiple of the one before; 1s buckets are always built and 1s bars emitted only if

@@ -41,10 +41,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from operator import mul
 from typing import Optional, Union
 
+import numpy as np
+
 from flows.config import tf_seconds
-from flows.records import Bar, Health, Tick
+from flows.records import Bar, Health, Tick, TickBatch
 
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -70,6 +73,14 @@ def to_scaled(x: float, digits: int = QTY_DIGITS) -> int:
     if -_FAST_LIMIT < v < _FAST_LIMIT:
         return round(v)
     return int(Decimal(repr(x)).scaleb(digits).to_integral_value())
+
+
+def _scaled_column(x: np.ndarray, digits: int = QTY_DIGITS) -> np.ndarray:
+    """:func:`to_scaled` of every element: int64 when all are on the fast path, else objects."""
+    v = x * 10.0**digits
+    if len(v) and np.abs(v).max() < _FAST_LIMIT:
+        return np.rint(v).astype(np.int64)  # round half to even, like round()
+    return np.array([to_scaled(f, digits) for f in x.tolist()], dtype=object)
 
 
 def to_us(ts: datetime) -> int:
@@ -279,6 +290,109 @@ class SymbolBars(_Cascade):
                 if new > self.closed_until:
                     self._close_to(new)
 
+    def add_batch(self, tb: TickBatch) -> None:
+        """The ticks of ``tb``, in order: exactly what :meth:`add_tick` on each would do.
+
+        Vectorised: tick ``i`` is late iff its second is before the boundary its predecessors
+        had closed, ``max(closed_until, (max(us_0..us_{i-1}) − lateness) // 1 s)`` counting
+        only times past ``max(progress, max_us)`` (a late tick never moves the boundary, so it
+        may sit in the running max). The
+        other ticks only ever land in still-open seconds, so they can all be bucketed first and
+        the seconds closed once, in order, at the end — the same bars, in the same order.
+        """
+        n = len(tb)
+        if n == 0:
+            return
+        us = tb.ts_us
+        sec = us // _SEC_US
+        lat = self.lateness_us
+        base = max(self.progress_us, self.max_us)
+        # The newest time before tick i that closed seconds (one past everything seen so far).
+        before = np.full(n, _NEVER, dtype=np.int64)
+        np.maximum.accumulate(us[:-1], out=before[1:])
+        before[before <= base] = _NEVER
+        closed = np.maximum((before - lat) // _SEC_US, self.closed_until)
+        late = sec < closed
+        if late.any():
+            for stamp in closed[late].tolist():
+                self._late(stamp)
+            keep = ~late
+            if not keep.any():
+                return
+            us, sec = us[keep], sec[keep]
+            cols = [c[keep] for c in (tb.price, tb.qty, tb.trade_id, tb.first_id, tb.last_id)]
+            price, qty, tid, first, last = cols
+            maker = tb.buyer_maker[keep]
+        else:
+            price, qty, tid, first, last = tb.price, tb.qty, tb.trade_id, tb.first_id, tb.last_id
+            maker = tb.buyer_maker
+        self._bucket(us, sec, price, qty, tid, first, last, maker)
+        top = int(us.max())
+        if top > self.max_us:
+            self.max_us = top
+            if top > self.progress_us:
+                new = (top - lat) // _SEC_US
+                if new > self.closed_until:
+                    self._close_to(new)
+
+    def _bucket(self, us, sec, price, qty, tid, first, last, maker) -> None:  # noqa: ANN001
+        """Merge on-time ticks (numpy columns) into the open 1s buckets."""
+        d = us[1:] - us[:-1]
+        ordered = ((d > 0) | ((d == 0) & (tid[1:] > tid[:-1]))).all()
+        if not ordered:
+            order = np.lexsort((tid, us))  # by (time, trade id), stable: open first, close last
+            us, sec, price, qty, tid = us[order], sec[order], price[order], qty[order], tid[order]
+            first, last, maker = first[order], last[order], maker[order]
+        qs = _scaled_column(qty)
+        ps = _scaled_column(price)
+        starts = np.flatnonzero(sec[1:] != sec[:-1]) + 1
+        bounds = [0, *starts.tolist(), len(us)]
+        idx = bounds[:-1]
+        highs = np.maximum.reduceat(price, idx).tolist()
+        lows = np.minimum.reduceat(price, idx).tolist()
+        counts = np.add.reduceat(last - first + 1, idx).tolist()
+        secs = sec[idx].tolist()
+        p_l = price.tolist()
+        us_l = us.tolist()
+        tid_l = tid.tolist()
+        q_l = qs.tolist()
+        ps_l = ps.tolist()
+        taker_l = (
+            np.where(maker, 0, qs).tolist()
+            if qs.dtype != object
+            else [0 if m else q for m, q in zip(maker.tolist(), q_l)]
+        )
+        buckets = self.buckets
+        for k, s in enumerate(secs):
+            a, z = bounds[k], bounds[k + 1]
+            vol = sum(q_l[a:z])
+            qv = sum(map(mul, ps_l[a:z], q_l[a:z]))
+            tbv = sum(taker_l[a:z])
+            c = z - 1
+            if not ordered:  # equal (time, id) keys: the first to arrive stays the close
+                while c > a and us_l[c - 1] == us_l[c] and tid_l[c - 1] == tid_l[c]:
+                    c -= 1
+            o_us, o_id, c_us, c_id = us_l[a], tid_l[a], us_l[c], tid_l[c]
+            b = buckets.get(s)
+            if b is None:
+                buckets[s] = [
+                    p_l[a], highs[k], lows[k], p_l[c], vol, qv, counts[k], tbv,
+                    o_us, o_id, c_us, c_id,
+                ]  # fmt: skip
+                continue
+            if highs[k] > b[1]:
+                b[1] = highs[k]
+            if lows[k] < b[2]:
+                b[2] = lows[k]
+            b[4] += vol
+            b[5] += qv
+            b[6] += counts[k]
+            b[7] += tbv
+            if c_us > b[10] or (c_us == b[10] and c_id > b[11]):
+                b[3], b[10], b[11] = p_l[c], c_us, c_id
+            if o_us < b[8] or (o_us == b[8] and o_id < b[9]):
+                b[0], b[8], b[9] = p_l[a], o_us, o_id
+
     def add_progress(self, ts: datetime) -> None:
         """The feed of this symbol is complete up to ``ts``: close what the watermark allows."""
         us = to_us(ts)
@@ -303,12 +417,14 @@ class SymbolBars(_Cascade):
 
     # -- internals --------------------------------------------------------------------------
 
-    def _late(self) -> None:
+    def _late(self, stamp: Optional[int] = None) -> None:
+        """Count one late tick, stamped with the boundary closed at its arrival."""
+        stamp = self.closed_until if stamp is None else stamp
         self.late_total += 1
-        if self._late_sec != self.closed_until:
+        if self._late_sec != stamp:
             if self._late_dirty:
                 self._emit_late()
-            self._late_sec = self.closed_until
+            self._late_sec = stamp
             self._late_n = 0
         self._late_n += 1
         self._late_dirty = True

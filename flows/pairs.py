@@ -28,7 +28,7 @@ from flows.align import align_pairs
 from flows.analytics import pair_analytics
 from flows.bars import bars, rollup_bars
 from flows.config import Config
-from flows.records import Bar, Health, Progress, Tick
+from flows.records import Bar, Health, Progress, Tick, TickBatch
 from flows.signals import signals
 from flows.startup import checked, load_config, setup_logging
 
@@ -79,8 +79,8 @@ def build(cfg: Config) -> Dataflow:
     flow = Dataflow("pairstream")
     events = op.input("source", flow, source)
     # Batch filters (one Python call per source batch, not per tick): same records, same order.
-    ticks = op.flat_map_batch("ticks", events, _only(Tick))
-    trade_flow = op.flat_map_batch("trade_flow", events, _only(Tick, Progress))
+    ticks = op.flat_map_batch("ticks", events, _only(Tick, TickBatch))
+    trade_flow = op.flat_map_batch("trade_flow", events, _only(Tick, TickBatch, Progress))
     health = op.flat_map_batch("health", events, _only(Health))
 
     built = bars("bars", trade_flow, cfg.timeframes, cfg.bars.lateness_td)

@@ -7,9 +7,15 @@ share between operators, and mapped one to one onto a QuestDB table by
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Optional
+
+import numpy as np
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +34,68 @@ class Tick:
     first_id: int
     last_id: int
     buyer_maker: bool
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TickBatch:
+    """Consecutive ticks of one symbol as columns, in arrival order: the bulk form of Tick.
+
+    A replay at full speed moves millions of ticks; one Python object per tick would cost more
+    than everything else the flow does with it, so sources may hand over their ticks as
+    columns (numpy arrays of equal length) and the bars and QuestDB stages consume them whole.
+    ``ts_us`` is the trade time in epoch microseconds. ``ticks()`` gives the Tick records.
+    """
+
+    symbol: str
+    ts_us: np.ndarray  # int64
+    price: np.ndarray  # float64
+    qty: np.ndarray  # float64
+    trade_id: np.ndarray  # int64
+    first_id: np.ndarray  # int64
+    last_id: np.ndarray  # int64
+    buyer_maker: np.ndarray  # bool
+
+    def __len__(self) -> int:
+        return len(self.ts_us)
+
+    def ticks(self) -> Iterator[Tick]:
+        """The batch as Tick records, in order."""
+        s = self.symbol
+        for us, p, q, a, f, l_, m in zip(
+            self.ts_us.tolist(),
+            self.price.tolist(),
+            self.qty.tolist(),
+            self.trade_id.tolist(),
+            self.first_id.tolist(),
+            self.last_id.tolist(),
+            self.buyer_maker.tolist(),
+        ):
+            yield Tick(s, _EPOCH + us * _US, p, q, a, f, l_, m)
+
+    @classmethod
+    def from_ticks(cls, ticks: Sequence[Tick]) -> TickBatch:
+        """Ticks of one symbol → a batch (the symbol is the first tick's)."""
+        return cls(
+            ticks[0].symbol,
+            np.array([(t.ts - _EPOCH) // _US for t in ticks], dtype=np.int64),
+            np.array([t.price for t in ticks], dtype=np.float64),
+            np.array([t.qty for t in ticks], dtype=np.float64),
+            np.array([t.trade_id for t in ticks], dtype=np.int64),
+            np.array([t.first_id for t in ticks], dtype=np.int64),
+            np.array([t.last_id for t in ticks], dtype=np.int64),
+            np.array([t.buyer_maker for t in ticks], dtype=bool),
+        )
+
+
+def expand_ticks(records: Sequence[object]) -> list[object]:
+    """Records with every TickBatch replaced by its Ticks (tests, slow consumers)."""
+    out: list[object] = []
+    for r in records:
+        if type(r) is TickBatch:
+            out.extend(r.ticks())
+        else:
+            out.append(r)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

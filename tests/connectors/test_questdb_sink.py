@@ -11,13 +11,14 @@ from connectors.frames import dt_to_ms
 from connectors.questdb_server import QuestDBServer
 from connectors.questdb_sink import QuestDBSink
 from connectors.replay import ReplaySource
+from flows.records import TickBatch, expand_ticks
 from tests.conftest import REPO, SAMPLE
 
 FRAMES = str(SAMPLE / "futures-um-ws-trade-frames-BTCUSDT+ETHUSDT-merged-*.txt.gz")
 
 
-def sample_ticks():
-    """Window A ticks, read through the replay source's partition directly."""
+def sample_batches():
+    """Window A as the full-speed replay hands it over (TickBatches), read from its partition."""
     src = ReplaySource([FRAMES], ["BTCUSDT", "ETHUSDT"])
     (part_name,) = src.list_parts()
     part = src.build_part("t", part_name, None)
@@ -27,6 +28,11 @@ def sample_ticks():
             out.extend(part.next_batch())
         except StopIteration:
             return out
+
+
+def sample_ticks():
+    """Window A ticks, one Tick record each."""
+    return expand_ticks(sample_batches())
 
 
 def read_ticks(http) -> list[tuple]:
@@ -65,6 +71,32 @@ def test_ticks_round_trip_exactly(fresh_tables):
     write(QuestDBSink(fresh_tables.conf), ticks)
     http.wait_applied(["ticks"])
     assert read_ticks(http) == as_rows(ticks)
+
+
+def test_tick_batches_round_trip_exactly(fresh_tables):
+    http = fresh_tables.http
+    batches = sample_batches()
+    assert {type(b) for b in batches} == {TickBatch}
+    write(QuestDBSink(fresh_tables.conf, flush_rows=3000), batches, batch=3)
+    http.wait_applied(["ticks"])
+    assert read_ticks(http) == as_rows(expand_ticks(batches))
+
+
+def test_tick_batches_write_the_same_ilp_as_single_ticks():
+    from questdb.ingress import Buffer
+
+    from connectors.questdb_sink import tick_frame
+    from connectors.schema import TICKS
+
+    batches = sample_batches()[:6]
+    for version in (1, 2):
+        rows = Buffer(protocol_version=version)
+        for t in expand_ticks(batches):
+            symbols, columns = TICKS.row(t)
+            rows.row("ticks", symbols=symbols, columns=columns, at=t.ts)
+        bulk = Buffer(protocol_version=version)
+        bulk.dataframe(tick_frame(batches), table_name="ticks", symbols=["symbol"], at="ts")
+        assert len(rows) > 0 and bytes(bulk) == bytes(rows)
 
 
 def test_writing_twice_keeps_one_copy(fresh_tables):

@@ -13,7 +13,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
 from connectors.replay import ReplayError, ReplaySource
-from flows.records import Bar, Progress, Tick
+from flows.records import Bar, Progress, Tick, expand_ticks
 from tests.conftest import SAMPLE
 
 SYMS = ["BTCUSDT", "ETHUSDT"]
@@ -33,7 +33,7 @@ def replay(paths, **kw) -> list:
     out: list = []
     op.output("out", op.input("in", flow, ReplaySource(paths, SYMS, **kw)), TestingSink(out))
     run_main(flow)
-    return out
+    return expand_ticks(out)
 
 
 def by_symbol(records) -> dict[str, list[Tick]]:
@@ -99,8 +99,10 @@ def test_malformed_lines_are_counted_and_skipped(tmp_path: Path, caplog):
     bad.write_text("\n".join(lines[:100] + garbage + lines[100:]) + "\n")
     with caplog.at_level("WARNING", logger="pairstream.replay"):
         ticks = by_symbol(replay([str(bad)]))["BTCUSDT"]
+    assert ticks == by_symbol(replay([PER_SYMBOL_FRAMES[0]]))["BTCUSDT"]
     assert len(ticks) == 10_701
     assert "4 malformed lines skipped" in caplog.text
+    assert "line 101 skipped" in caplog.text and "line 104 skipped" in caplog.text
 
 
 def test_kline_dumps_become_bars():
@@ -167,10 +169,11 @@ def test_paced_replay_follows_the_clock_and_reports_progress():
     assert 48 <= len(batches) <= 50  # 480 s of tape at 10x
 
 
-def test_rebase_to_now_shifts_by_whole_minutes():
+@pytest.mark.parametrize("path", [TRADE_CSVS[0], PER_SYMBOL_FRAMES[0]])
+def test_rebase_to_now_shifts_by_whole_minutes(path):
     now = datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)
-    ticks = by_symbol(replay([TRADE_CSVS[0]], rebase_to_now=True, clock=lambda: now))["BTCUSDT"]
-    ref = by_symbol(replay([TRADE_CSVS[0]]))["BTCUSDT"]
+    ticks = by_symbol(replay([path], rebase_to_now=True, clock=lambda: now))["BTCUSDT"]
+    ref = by_symbol(replay([path]))["BTCUSDT"]
     shift = ticks[0].ts - ref[0].ts
     assert shift % timedelta(minutes=1) == timedelta(0)
     assert timedelta(0) <= now - ticks[0].ts < timedelta(minutes=1)
@@ -183,9 +186,11 @@ def test_resume_from_snapshot_continues_where_it_stopped():
     part = src.build_part("in", name, None)
     first = part.next_batch() + part.next_batch() + part.next_batch()
     snap = part.snapshot()
+    assert snap == (0, 3000)
     rest = drain(src.build_part("in", name, snap))
     full = [r for b in drain(src.build_part("in", name, None)) for r in b]
-    assert first + [r for b in rest for r in b] == full
+    assert expand_ticks(first + [r for b in rest for r in b]) == expand_ticks(full)
+    assert len(expand_ticks(full)) == 24_356
 
 
 def test_missing_file_is_one_clear_error():
