@@ -228,15 +228,14 @@ def parse_frame(raw: bytes | str) -> Optional[Tick]:
     return event_to_tick(d)
 
 
-# One recorded ``trade`` frame line as Binance lays it out (``<recv_ns> <json>``). The pattern
-# is loose (fast); ``trade_columns`` then checks the captures, so that every chunk it accepts is
-# one ``parse_frame`` accepts line by line with the same values, and anything unusual (escapes,
-# control bytes, leading zeros, long numbers, another layout) is left to ``parse_frame``
-# (tests/connectors/test_frames.py checks this with mutated frames).
+# One recorded ``trade`` frame line as Binance lays it out (``<recv_ns> <json>``), from its only
+# space to its newline. Digits, letters and dots only (no escape, control or non-ASCII byte that
+# JSON would decode or reject); ``trade_columns`` checks the rest, so every chunk it accepts is
+# one ``parse_frame`` accepts line by line with the same values, and anything unusual is left to
+# ``parse_frame`` (tests/connectors/test_frames.py mutates real frames to check).
 _TRADE_LINE = re.compile(
-    rb'\n[^ \n]* \{"stream":"[^"\x00-\x1f\\]*@trade","data":\{"e":"trade","E":\d+,"T":(\d+),'
-    rb'"s":"([^"]*)","t":(\d+),"p":"([^"\x00-\x1f\\]*)","q":"([^"\x00-\x1f\\]*)",'
-    rb'"X":"MARKET","m":(true|false)\}\}(?=\n)'
+    rb' \{"stream":"[a-z0-9]+@trade","data":\{"e":"trade","E":\d+,"T":(\d+),"s":"([A-Z0-9]+)",'
+    rb'"t":(\d+),"p":"([0-9.]+)","q":"([0-9.]+)","X":"MARKET","m":(true|false)\}\}\n'
 )
 
 
@@ -244,7 +243,8 @@ _TRADE_LINE = re.compile(
 class TradeColumns:
     """The trades of a chunk of frame lines as columns, one entry per line, in line order."""
 
-    symbol: list[str]
+    symbols: tuple[str, ...]  # the distinct symbols, sorted
+    symbol_code: np.ndarray  # int: index into ``symbols``
     ms: np.ndarray  # int64 trade time T
     trade_id: np.ndarray  # int64
     price: np.ndarray  # float64
@@ -255,41 +255,41 @@ class TradeColumns:
 def trade_columns(lines: Sequence[bytes]) -> Optional[TradeColumns]:
     """Frame-file lines → columns, if *every* line is a plain valid trade frame; else None.
 
-    The bulk path of a full-speed replay (one regex scan and a few conversions per chunk
-    instead of a JSON parse per line); on None the caller parses line by line with
+    ``lines`` as read from a binary file: each ends with its newline (the last may not). The
+    bulk path of a full-speed replay (one regex scan and a few conversions per chunk instead
+    of a JSON parse per line); on None the caller parses line by line with
     :func:`parse_frame`, which then counts and words whatever is wrong.
     """
-    if not lines:
+    n = len(lines)
+    if not n:
         return None
-    chunk = b"\n" + b"".join(lines)
+    chunk = b"".join(lines)
     if not chunk.endswith(b"\n"):
         chunk += b"\n"
+    # One newline and one space per line: each match (ending at a newline) then spans its line
+    # from the space that ends the prefix, exactly the part parse_frame would be given.
     if (
-        chunk.count(b"\n") != len(lines) + 1  # one line per item, each ending in a newline
-        or not all(line.endswith(b"\n") for line in lines[:-1])
-        or not chunk.isascii()
+        chunk.count(b"\n") != n
+        or chunk.count(b" ") != n
         or b'":0' in chunk  # a JSON number never starts with 0 (0 itself: no trade has one)
         or max(map(len, lines)) > MAX_FRAME_BYTES
     ):
         return None
     found = _TRADE_LINE.findall(chunk)
-    if len(found) != len(lines):  # ≤ 1 match per line (each starts after a newline)
+    if len(found) != n:
         return None
     t_col, s_col, id_col, p_col, q_col, m_col = zip(*found)
-    names = set(s_col)
+    names = sorted(set(s_col))
     if not all(_SYMBOL.match(s.decode()) for s in names):
         return None
     if max(map(len, p_col)) > 40 or max(map(len, q_col)) > 40:
         return None
     try:
-        price = np.array(list(map(float, p_col)), dtype=np.float64)
-        qty = np.array(list(map(float, q_col)), dtype=np.float64)
-    except ValueError:
-        return None
-    try:
-        ms = np.array(list(map(int, t_col)), dtype=np.int64)
-        ids = np.array(list(map(int, id_col)), dtype=np.int64)
-    except OverflowError:  # past 64 bits: JSON gives a float there, parse_frame rejects it
+        price = np.fromiter(map(float, p_col), np.float64, n)
+        qty = np.fromiter(map(float, q_col), np.float64, n)
+        ms = np.fromiter(map(int, t_col), np.int64, n)
+        ids = np.fromiter(map(int, id_col), np.int64, n)
+    except (ValueError, OverflowError):  # not a number; past 64 bits (JSON: a float, rejected)
         return None
     if (
         ms.min() < _MIN_T
@@ -300,15 +300,13 @@ def trade_columns(lines: Sequence[bytes]) -> Optional[TradeColumns]:
         or not np.isfinite(qty).all()
     ):
         return None
-    text = {s: s.decode() for s in names}
-    return TradeColumns(
-        [text[s] for s in s_col],
-        ms,
-        ids,
-        price,
-        qty,
-        np.array([m == b"true" for m in m_col], dtype=bool),
-    )
+    if len(names) == 1:
+        code = np.zeros(n, dtype=np.int16)
+    else:
+        raw = np.array(s_col)
+        code = np.searchsorted(np.array(names), raw).astype(np.int16)
+    maker = np.fromiter(map(len, m_col), np.int8, n) == 4  # "true" (4) or "false" (5)
+    return TradeColumns(tuple(s.decode() for s in names), code, ms, ids, price, qty, maker)
 
 
 def rest_agg_to_tick(symbol: str, d: Any) -> Tick:

@@ -23,11 +23,11 @@ from datetime import datetime, timedelta, timezone
 from itertools import islice
 from typing import Any, Optional
 
-import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.frames import (
     MalformedFrame,
+    TradeColumns,
     csv_trade_to_tick,
     ms_to_dt,
     parse_frame,
@@ -196,18 +196,14 @@ def _frame_chunks(path: str, skip: int, size: int) -> Iterator[list[bytes]]:
             yield lines
 
 
-def _batches(
-    symbols: list[str], cols: Any, wanted: frozenset[str], shift_us: int
-) -> list[TickBatch]:
+def _batches(cols: TradeColumns, wanted: frozenset[str], shift_us: int) -> list[TickBatch]:
     """Columns of raw trades (ids: a = f = l) → one TickBatch per wanted symbol, in line order."""
     ts_us = cols.ms * 1000 + shift_us
-    names = set(symbols)
     out = []
-    for name in sorted(names & wanted):
-        if len(names) == 1:
-            sel: Any = slice(None)
-        else:
-            sel = np.fromiter((s == name for s in symbols), dtype=bool, count=len(symbols))
+    for code, name in enumerate(cols.symbols):
+        if name not in wanted:
+            continue
+        sel: Any = slice(None) if len(cols.symbols) == 1 else cols.symbol_code == code
         ids = cols.trade_id[sel]
         out.append(
             TickBatch(name, ts_us[sel], cols.price[sel], cols.qty[sel], ids, ids, ids,
@@ -310,7 +306,7 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
             self._line += len(lines)
             cols = trade_columns(lines)
             if cols is not None:
-                out: list[Any] = _batches(cols.symbol, cols, self._wanted, self._shift_us)
+                out: list[Any] = _batches(cols, self._wanted, self._shift_us)
             else:
                 ticks: dict[str, list[Tick]] = {}
                 for n, line in enumerate(lines, first):

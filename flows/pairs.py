@@ -58,10 +58,15 @@ def make_source(cfg: Config) -> Source[Any]:
 
 def make_sink(cfg: Config) -> QuestDBSink:
     q = cfg.questdb
+    # Live (and paced replays), a closed bar is committed the moment it exists; an unpaced
+    # replay is a backfill that nobody watches bar by bar, so its bar-rate tables are committed
+    # on the same timer as ticks: a few large WAL commits instead of thousands of tiny ones.
+    backfill = cfg.source.kind == "replay" and not cfg.source.speed
     return QuestDBSink(
         q.conf,
         flush_rows=q.flush_rows,
         flush_interval=q.flush_interval_s,
+        derived_flush_interval=q.flush_interval_s if backfill else 0.0,
         buffer_rows=q.buffer_rows,
     )
 

@@ -93,7 +93,7 @@ def _assert_columns_equal_parse_frame(lines: list[bytes]) -> bool:
     got = [
         Tick(s, ms_to_dt(t), p, q, i, i, i, m)
         for s, t, p, q, i, m in zip(
-            cols.symbol,
+            [cols.symbols[c] for c in cols.symbol_code.tolist()],
             cols.ms.tolist(),
             cols.price.tolist(),
             cols.qty.tolist(),
@@ -107,6 +107,7 @@ def _assert_columns_equal_parse_frame(lines: list[bytes]) -> bool:
 
 def test_real_frame_lines_take_the_bulk_path():
     assert _assert_columns_equal_parse_frame(LINES)
+    assert _assert_columns_equal_parse_frame(LINES[::7] + LINES[1::7])  # symbols, times mixed
     assert _assert_columns_equal_parse_frame(LINES[:1])
     assert _assert_columns_equal_parse_frame([LINES[0].rstrip(b"\n")])  # last line, no newline
 
@@ -128,7 +129,7 @@ def test_bulk_path_only_accepts_what_parse_frame_accepts(which, edits):
     for pos, cut, ins in edits:  # replace `cut` bytes at `pos` by `ins`
         pos = min(pos, len(line) - 1)
         line[pos : pos + cut] = ins
-    lines = [LINES[20], bytes(line), LINES[21]]
+    lines = (LINES[20] + bytes(line) + LINES[21]).splitlines(keepends=True)  # as a file reads
     if trade_columns(lines) is not None:
         assert _assert_columns_equal_parse_frame(lines)
 

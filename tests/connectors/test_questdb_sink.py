@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from connectors.frames import dt_to_ms
 from connectors.questdb_server import QuestDBServer
 from connectors.questdb_sink import QuestDBSink
@@ -82,6 +84,7 @@ def test_tick_batches_round_trip_exactly(fresh_tables):
     assert read_ticks(http) == as_rows(expand_ticks(batches))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # questdb.ingress: still the Buffer
 def test_tick_batches_write_the_same_ilp_as_single_ticks():
     from questdb.ingress import Buffer
 
