@@ -127,6 +127,11 @@ class QuestDBServer:
             QDB_TELEMETRY_ENABLED="false",
             QDB_METRICS_ENABLED="false",
         )
+        if (os.cpu_count() or 1) <= 4:
+            # QuestDB sizes each of its three worker pools to the core count and its workers
+            # spin before they park; on a small machine it shares with the flow, one thread per
+            # pool leaves the flow its core (measured: bench/README.md, "QuestDB workers").
+            env.setdefault("QDB_SHARED_WORKER_COUNT", "1")
         cmd = [
             java,
             "-Xms256m",
