@@ -80,6 +80,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def quiet_server_env() -> dict[str, str]:
+    """QDB_* settings for a QuestDB that shares a small machine with the flow.
+
+    QuestDB's worker pools spin for 10,000 idle cycles before they sleep, ILP/TCP and the view
+    and export pools run even when unused, and every WAL commit is logged at INFO. On the
+    2-core development machine that cost more CPU than the ingest itself and starved the flow
+    (bench/README.md, "QuestDB settings": 13.3 → 5.0 s of server CPU per 1M-tick replay). Low
+    sleep thresholds cost a wake-up of at most the sleep timeout (milliseconds).
+    """
+    env = {
+        "QDB_LOG_W_STDOUT_LEVEL": "ERROR",  # ERROR keeps CRITICAL/ADVISORY; INFO to diagnose
+    }
+    pools = ["SHARED", "WAL_APPLY", "LINE_TCP_IO", "LINE_TCP_WRITER", "MAT_VIEW_REFRESH",
+             "VIEW_COMPILER", "EXPORT"]  # fmt: skip
+    for pool in pools:
+        env[f"QDB_{pool}_WORKER_SLEEP_THRESHOLD"] = "100"
+    if (os.cpu_count() or 1) <= 4:  # each pool defaults to max(2, cores) threads
+        for pool in pools:
+            env[f"QDB_{pool}_WORKER_COUNT"] = "1"
+    return env
+
+
 @dataclass
 class QuestDBServer:
     """One QuestDB process on loopback. Ports default to free ones chosen at start."""
@@ -127,11 +149,8 @@ class QuestDBServer:
             QDB_TELEMETRY_ENABLED="false",
             QDB_METRICS_ENABLED="false",
         )
-        if (os.cpu_count() or 1) <= 4:
-            # QuestDB sizes each of its three worker pools to the core count and its workers
-            # spin before they park; on a small machine it shares with the flow, one thread per
-            # pool leaves the flow its core (measured: bench/README.md, "QuestDB workers").
-            env.setdefault("QDB_SHARED_WORKER_COUNT", "1")
+        for key, value in quiet_server_env().items():
+            env.setdefault(key, value)  # the caller's own QDB_* settings win
         cmd = [
             java,
             "-Xms256m",

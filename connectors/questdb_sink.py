@@ -302,7 +302,7 @@ class QuestDBSink(FixedPartitionedSink[Any, None]):
         self,
         conf: str,
         *,
-        flush_rows: int = 10_000,
+        flush_rows: int = 50_000,
         flush_interval: float = 0.25,
         derived_flush_interval: float = 0.0,
         buffer_rows: int = 1_000_000,

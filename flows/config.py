@@ -88,7 +88,7 @@ class SourceConfig:
 @dataclass(frozen=True)
 class QuestDBConfig:
     conf: str = "http::addr=127.0.0.1:9000;"
-    flush_rows: int = 10_000  # flush when this many rows are buffered
+    flush_rows: int = 50_000  # flush when this many rows are buffered
     flush_interval: str = "250ms"  # ... or when the oldest buffered row is this old
     buffer_rows: int = 1_000_000  # while QuestDB is down; beyond it the flow waits
 

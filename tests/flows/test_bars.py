@@ -175,4 +175,5 @@ def test_other_records_are_a_wiring_error(tapes):
     while e is not None:
         causes.append(e)
         e = e.__cause__
-    assert any(isinstance(c, TypeError) and "expected Tick, TickBatch or Progress" in str(c) for c in causes)
+    wanted = "expected Tick, TickBatch or Progress"
+    assert any(isinstance(c, TypeError) and wanted in str(c) for c in causes)
