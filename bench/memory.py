@@ -27,6 +27,7 @@ def child(path: str, conf: str, step: int) -> None:
 
     from connectors.replay import PROGRESS
     from flows.pairs import build
+    from flows.startup import tune_gc
 
     logging.disable(logging.WARNING)
     samples: list[dict] = []
@@ -44,6 +45,7 @@ def child(path: str, conf: str, step: int) -> None:
     th = threading.Thread(target=sampler, daemon=True)
     t0 = time.perf_counter()
     th.start()
+    tune_gc()  # as `python -m bytewax.run flows.pairs` and `pairstream` do at start
     run_main(build(replay_config([path], conf)))
     done.set()
     th.join()

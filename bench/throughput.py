@@ -53,6 +53,7 @@ def run_flow(path: Path, profile: bool = False, **questdb_kw) -> dict:
     from bytewax.testing import run_main
 
     from flows.pairs import build
+    from flows.startup import tune_gc
 
     with questdb() as srv:
         cfg = replay_config([str(path)], srv.conf, **questdb_kw)
@@ -61,6 +62,7 @@ def run_flow(path: Path, profile: bool = False, **questdb_kw) -> dict:
         q0 = cpu_seconds(srv.proc.pid)
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
+        tune_gc()  # as `python -m bytewax.run flows.pairs` and `pairstream` do at start
         flow = build(cfg)
         prof = cProfile.Profile() if profile else None
         if prof:

@@ -23,7 +23,7 @@ from connectors.questdb_server import ROOT, QuestDBServer
 from flows.backtest_cli import add_args as bt_args
 from flows.backtest_cli import cmd_backtest
 from flows.config import Config
-from flows.startup import checked, fail, load_config, setup_logging
+from flows.startup import checked, fail, load_config, setup_logging, tune_gc
 
 DEMO_CONFIG = ROOT / "config" / "demo.toml"
 LOCAL_DATA = ROOT / "var" / "questdb"
@@ -244,6 +244,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 
 def main(argv: Optional[list[str]] = None) -> int:
     setup_logging()
+    tune_gc()
     argv = list(sys.argv[1:] if argv is None else argv)
     bytewax_args: list[str] = []
     if "--" in argv:

@@ -30,7 +30,7 @@ from flows.bars import bars, rollup_bars
 from flows.config import Config
 from flows.records import Bar, Health, Progress, Tick, TickBatch
 from flows.signals import signals
-from flows.startup import checked, load_config, setup_logging
+from flows.startup import checked, load_config, setup_logging, tune_gc
 
 
 def make_source(cfg: Config) -> Source[Any]:
@@ -116,6 +116,7 @@ def build(cfg: Config) -> Dataflow:
 def prepare() -> Config:
     """Start-up: logging, configuration, QuestDB reachable, tables created — or one-line exit."""
     setup_logging()
+    tune_gc()
     cfg = load_config()
     checked(lambda: load_rules(cfg))  # a bad alert rule stops here, before any I/O
     checked(lambda: check_reachable(cfg.questdb.conf))
