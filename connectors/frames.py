@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
@@ -230,12 +229,14 @@ def parse_frame(raw: bytes | str) -> Optional[Tick]:
 
 # One recorded ``trade`` frame line as Binance lays it out (``<recv_ns> <json>``), from its only
 # space to its newline. Digits, letters and dots only (no escape, control or non-ASCII byte that
-# JSON would decode or reject); ``trade_columns`` checks the rest, so every chunk it accepts is
-# one ``parse_frame`` accepts line by line with the same values, and anything unusual is left to
-# ``parse_frame`` (tests/connectors/test_frames.py mutates real frames to check).
+# JSON would decode or reject), bounded lengths (far below MAX_FRAME_BYTES), no leading zero (not
+# JSON; and no trade has id or time 0); ``trade_columns`` checks the rest, so every chunk it
+# accepts is one ``parse_frame`` accepts line by line with the same values, and anything unusual
+# is left to ``parse_frame`` (tests/connectors/test_frames.py mutates real frames to check).
 _TRADE_LINE = re.compile(
-    rb' \{"stream":"[a-z0-9]+@trade","data":\{"e":"trade","E":\d+,"T":(\d+),"s":"([A-Z0-9]+)",'
-    rb'"t":(\d+),"p":"([0-9.]+)","q":"([0-9.]+)","X":"MARKET","m":(true|false)\}\}\n'
+    rb' \{"stream":"[a-z0-9]{1,64}@trade","data":\{"e":"trade","E":[1-9]\d{0,18},'
+    rb'"T":(\d{13}),"s":"([A-Z0-9]{2,30})","t":([1-9]\d{0,17}),"p":"([0-9.]{1,40})",'
+    rb'"q":"([0-9.]{1,40})","X":"MARKET","m":(true|false)\}\}\n'
 )
 
 
@@ -252,59 +253,38 @@ class TradeColumns:
     buyer_maker: np.ndarray  # bool
 
 
-def trade_columns(lines: Sequence[bytes]) -> Optional[TradeColumns]:
-    """Frame-file lines → columns, if *every* line is a plain valid trade frame; else None.
+def trade_columns(chunk: bytes) -> Optional[TradeColumns]:
+    """Whole lines of a frame file → columns, if *every* line is a plain trade frame; else None.
 
-    ``lines`` as read from a binary file: each ends with its newline (the last may not). The
-    bulk path of a full-speed replay (one regex scan and a few conversions per chunk instead
-    of a JSON parse per line); on None the caller parses line by line with
+    The bulk path of a full-speed replay (one regex scan and a few conversions per chunk
+    instead of a JSON parse per line); on None the caller parses line by line with
     :func:`parse_frame`, which then counts and words whatever is wrong.
     """
-    n = len(lines)
-    if not n:
-        return None
-    chunk = b"".join(lines)
     if not chunk.endswith(b"\n"):
         chunk += b"\n"
-    # One newline and one space per line: each match (ending at a newline) then spans its line
-    # from the space that ends the prefix, exactly the part parse_frame would be given.
-    if (
-        chunk.count(b"\n") != n
-        or chunk.count(b" ") != n
-        or b'":0' in chunk  # a JSON number never starts with 0 (0 itself: no trade has one)
-        or max(map(len, lines)) > MAX_FRAME_BYTES
-    ):
+    n = chunk.count(b"\n")
+    # One space per line: each match (ending at a newline) then spans its line from the space
+    # that ends the prefix, exactly the part parse_frame would be given.
+    if chunk.count(b" ") != n:
         return None
     found = _TRADE_LINE.findall(chunk)
     if len(found) != n:
         return None
     t_col, s_col, id_col, p_col, q_col, m_col = zip(*found)
-    names = sorted(set(s_col))
-    if not all(_SYMBOL.match(s.decode()) for s in names):
-        return None
-    if max(map(len, p_col)) > 40 or max(map(len, q_col)) > 40:
-        return None
     try:
         price = np.fromiter(map(float, p_col), np.float64, n)
         qty = np.fromiter(map(float, q_col), np.float64, n)
-        ms = np.fromiter(map(int, t_col), np.int64, n)
-        ids = np.fromiter(map(int, id_col), np.int64, n)
-    except (ValueError, OverflowError):  # not a number; past 64 bits (JSON: a float, rejected)
+    except ValueError:  # "1.2.3"
         return None
-    if (
-        ms.min() < _MIN_T
-        or ms.max() > _MAX_T
-        or not (price > 0).all()
-        or not (qty >= 0).all()
-        or not np.isfinite(price).all()
-        or not np.isfinite(qty).all()
-    ):
+    ms = np.fromstring(b" ".join(t_col), dtype=np.int64, sep=" ")  # ≤ 18 digits: no overflow
+    ids = np.fromstring(b" ".join(id_col), dtype=np.int64, sep=" ")
+    if ms.min() < _MIN_T or ms.max() > _MAX_T or not (price > 0).all():
         return None
+    names = sorted(set(s_col))
     if len(names) == 1:
         code = np.zeros(n, dtype=np.int16)
     else:
-        raw = np.array(s_col)
-        code = np.searchsorted(np.array(names), raw).astype(np.int16)
+        code = np.searchsorted(np.array(names), np.array(s_col)).astype(np.int16)
     maker = np.fromiter(map(len, m_col), np.int8, n) == 4  # "true" (4) or "false" (5)
     return TradeColumns(tuple(s.decode() for s in names), code, ms, ids, price, qty, maker)
 

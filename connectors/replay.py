@@ -186,14 +186,26 @@ def _read_file(spec: _FileSpec, skip: int) -> Iterator[tuple[int, Any]]:
                 yield n, e
 
 
-def _frame_chunks(path: str, skip: int, size: int) -> Iterator[list[bytes]]:
-    """Lists of up to ``size`` raw lines of a frame file, after the first ``skip`` lines."""
+def _frame_blocks(path: str, skip: int, size: int) -> Iterator[bytes]:
+    """Runs of whole lines (about ``size`` bytes each) of a frame file, after ``skip`` lines.
+
+    Every block ends with a newline, but the file's last line may lack one.
+    """
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as fh:
         for _ in islice(fh, skip):
             pass
-        while lines := list(islice(fh, size)):
-            yield lines
+        rest = b""
+        while block := fh.read(size):
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            if cut:
+                rest = block[cut:]
+                yield block[:cut]
+            else:
+                rest = block  # a line longer than the block: read on
+        if rest:
+            yield rest
 
 
 def _batches(cols: TradeColumns, wanted: frozenset[str], shift_us: int) -> list[TickBatch]:
@@ -238,6 +250,7 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
         batch_size: int,
         clock: Callable[[], datetime],
         start: Optional[datetime],
+        block_bytes: int,
     ) -> None:
         self._files = files
         self._symbols = symbols
@@ -258,7 +271,8 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
         self.malformed = 0
         # Unpaced frame files go in bulk: a chunk of lines → TickBatches (same ticks, same order)
         self._bulk = not speed and bool(files) and all(f.kind == "frames" for f in files)
-        self._chunks: Optional[Iterator[list[bytes]]] = None
+        self._chunks: Optional[Iterator[bytes]] = None
+        self._block_bytes = block_bytes
         self._shift_us = shift // timedelta(microseconds=1)
 
     def _next_record(self) -> Optional[tuple[int, Any]]:
@@ -290,24 +304,28 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
             )
 
     def _next_bulk(self) -> list[Any]:
-        """The next chunk of a frame file as TickBatches (per line only if the chunk is odd)."""
+        """The next block of a frame file as TickBatches (per line only if the block is odd)."""
         while self._file_idx < len(self._files):
             if self._chunks is None:
-                self._chunks = _frame_chunks(
-                    self._files[self._file_idx].path, self._line, self._batch
+                self._chunks = _frame_blocks(
+                    self._files[self._file_idx].path, self._line, self._block_bytes
                 )
-            lines = next(self._chunks, None)
-            if lines is None:
+            block = next(self._chunks, None)
+            if block is None:
                 self._file_idx += 1
                 self._line = 0
                 self._chunks = None
                 continue
             first = self._line + 1
-            self._line += len(lines)
-            cols = trade_columns(lines)
+            cols = trade_columns(block)
             if cols is not None:
+                self._line += len(cols.ms)
                 out: list[Any] = _batches(cols, self._wanted, self._shift_us)
             else:
+                lines = block.split(b"\n")
+                if not lines[-1]:
+                    lines.pop()
+                self._line += len(lines)
                 ticks: dict[str, list[Tick]] = {}
                 for n, line in enumerate(lines, first):
                     try:
@@ -414,9 +432,12 @@ class ReplaySource(FixedPartitionedSource[Any, tuple[int, int]]):
     """Partitioned replay of dump and frame files.
 
     ``speed``: 0 = as fast as possible, 1 = real time, 10 = ten times real time (paced by event
-    time). ``rebase_to_now``: shift every timestamp by whole minutes so the first tick lands
-    at the current minute (bars then align with the original klines and look live in Grafana).
-    Emits Tick (trade files), Bar (kline files) and, when paced, Progress records.
+    time). ``batch_size``: records per batch when paced or reading CSV; an unpaced frame file is
+    read in blocks of about ``block_bytes`` (whole lines), each one batch of TickBatches.
+    ``rebase_to_now``: shift every timestamp by whole minutes so the first tick lands at the
+    current minute (bars then align with the original klines and look live in Grafana).
+    Emits TickBatch (unpaced frame files), Tick (trade CSVs; paced frame files), Bar (kline
+    files) and, when paced, Progress records.
     """
 
     def __init__(
@@ -427,6 +448,7 @@ class ReplaySource(FixedPartitionedSource[Any, tuple[int, int]]):
         speed: float = 0.0,
         rebase_to_now: bool = False,
         batch_size: int = 2000,
+        block_bytes: int = 2 << 20,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         files = [_classify(p, symbols) for p in expand_paths(paths)]
@@ -439,6 +461,7 @@ class ReplaySource(FixedPartitionedSource[Any, tuple[int, int]]):
         self._symbols = tuple(symbols)
         self._speed = speed
         self._batch = batch_size
+        self._block_bytes = block_bytes
         self._clock = clock
         self._start: Optional[datetime] = None
         self._shift = timedelta(0)
@@ -485,4 +508,5 @@ class ReplaySource(FixedPartitionedSource[Any, tuple[int, int]]):
             self._batch,
             self._clock,
             self._start,
+            self._block_bytes,
         )
