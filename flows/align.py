@@ -70,7 +70,8 @@ class PairAligner:
         out: list[PairBar] = []
         while ly.pending or lx.pending:
             # the earliest undecided interval; every earlier one is already emitted or dropped
-            ts = min((*ly.pending, *lx.pending))
+            # (a leg's pending bars arrive in increasing ts, so its first key is its earliest)
+            ts = min(next(iter(lg.pending)) for lg in (ly, lx) if lg.pending)
             vy, vx = self._value(ly, ts), self._value(lx, ts)
             if vy is _WAIT or vx is _WAIT:
                 break
