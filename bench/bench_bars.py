@@ -2,7 +2,8 @@
 
 Window A (both symbols, 24,356 real trades) is repeated, each copy shifted by the window's
 length, to about 1M ticks; then timed through the pure accumulator (:class:`SymbolBars`) and
-through the ``bars`` operator in a one-worker Bytewax dataflow (``run_main``).
+through the ``bars`` operator in a one-worker Bytewax dataflow (``run_main``); and as
+TickBatches through ``SymbolBars.add_batch`` (the columnar path of a full-speed replay).
 
     .venv/bin/python -m bench.bench_bars [--ticks 1000000] [--batch 1000]
 """
@@ -23,7 +24,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from connectors.frames import csv_trade_to_tick
 from flows.bars import bars
 from flows.ohlcv import SymbolBars
-from flows.records import Tick
+from flows.records import Tick, TickBatch
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 WINDOW = "2024-07-18T23-57_2024-07-19T00-05"
@@ -59,6 +60,27 @@ def bench_pure(ticks: list[Tick]) -> tuple[float, int]:
     return time.perf_counter() - t0, n_bars
 
 
+def bench_batches(ticks: list[Tick], batch: int) -> tuple[float, int]:
+    """The columnar path: the same ticks as TickBatches of ``batch`` ticks of one symbol."""
+    by_symbol: dict[str, list[Tick]] = {}
+    for t in ticks:
+        by_symbol.setdefault(t.symbol, []).append(t)
+    batches = {
+        s: [TickBatch.from_ticks(v[i : i + batch]) for i in range(0, len(v), batch)]
+        for s, v in by_symbol.items()
+    }
+    states = {s: SymbolBars(s, TFS, LATENESS) for s in by_symbol}
+    n_bars = 0
+    t0 = time.perf_counter()
+    for s, bs in batches.items():
+        for b in bs:
+            states[s].add_batch(b)
+    for sb in states.values():
+        sb.flush()
+        n_bars += len(sb.drain())
+    return time.perf_counter() - t0, n_bars
+
+
 def bench_operator(ticks: list[Tick], batch: int) -> tuple[float, int]:
     flow = Dataflow("bench_bars")
     out = bars("bars", op.input("in", flow, TestingSource(ticks, batch)), TFS, LATENESS)
@@ -80,7 +102,9 @@ def main() -> None:
     args = ap.parse_args()
     ticks = tape(args.ticks)
     secs, n = bench_pure(ticks)
-    report("pure SymbolBars", len(ticks), secs, f"{n:,} bars")
+    report("pure add_tick", len(ticks), secs, f"{n:,} bars")
+    secs_b, n_b = bench_batches(ticks, args.batch * 5)
+    report("pure add_batch", len(ticks), secs_b, f"{n_b:,} bars, {secs / secs_b:.1f}x add_tick")
     secs, n = bench_operator(ticks, args.batch)
     report("bytewax bars()", len(ticks), secs, f"{n:,} bars, batch {args.batch}")
 
