@@ -60,13 +60,15 @@ def make_sink(cfg: Config) -> QuestDBSink:
     q = cfg.questdb
     # Live (and paced replays), a closed bar is committed the moment it exists; an unpaced
     # replay is a backfill that nobody watches bar by bar, so its bar-rate tables are committed
-    # on the same timer as ticks: a few large WAL commits instead of thousands of tiny ones.
+    # at most once a second: each commit of 1s/1m/5m rows lands partly in the past (a 5m bar is
+    # stamped with its start), and QuestDB's out-of-order merges, not the rows, cost its CPU
+    # (bench/README.md: 7.3 s at every 250 ms, 5.5 s at every second, per 1M-tick replay).
     backfill = cfg.source.kind == "replay" and not cfg.source.speed
     return QuestDBSink(
         q.conf,
         flush_rows=q.flush_rows,
         flush_interval=q.flush_interval_s,
-        derived_flush_interval=q.flush_interval_s if backfill else 0.0,
+        derived_flush_interval=max(q.flush_interval_s, 1.0) if backfill else 0.0,
         buffer_rows=q.buffer_rows,
     )
 
