@@ -285,7 +285,7 @@ def _retryable(e: BaseException) -> bool:
 
 
 class QuestDBSink(FixedPartitionedSink[Any, None]):
-    """Write records (Tick, Bar, Analytics, Signal, AlertEvent, Health) to their tables.
+    """Write records (Tick or TickBatch, Bar, Analytics, Signal, AlertEvent, Health) to tables.
 
     Items are ``(table_name, record)``; :func:`to_questdb` does the keying. Tables are created at
     start (``CREATE TABLE IF NOT EXISTS`` from :mod:`connectors.schema`).
