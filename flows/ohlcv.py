@@ -296,9 +296,9 @@ class SymbolBars(_Cascade):
         Vectorised: tick ``i`` is late iff its second is before the boundary its predecessors
         had closed, ``max(closed_until, (max(us_0..us_{i-1}) − lateness) // 1 s)`` counting
         only times past ``max(progress, max_us)`` (a late tick never moves the boundary, so it
-        may sit in the running max). The
-        other ticks only ever land in still-open seconds, so they can all be bucketed first and
-        the seconds closed once, in order, at the end — the same bars, in the same order.
+        may sit in the running max). The other ticks only ever land in still-open seconds, so
+        they can all be bucketed first and the seconds closed once, in order, at the end: the
+        same bars in the same order (``tests/flows/test_ohlcv_batch.py``).
         """
         n = len(tb)
         if n == 0:
@@ -307,7 +307,8 @@ class SymbolBars(_Cascade):
         sec = us // _SEC_US
         lat = self.lateness_us
         base = max(self.progress_us, self.max_us)
-        # The newest time before tick i that closed seconds (one past everything seen so far).
+        # before[i]: the newest tick time ahead of tick i that moved the watermark; a time not
+        # past max(progress, max_us) never does (that watermark is already applied).
         before = np.full(n, _NEVER, dtype=np.int64)
         np.maximum.accumulate(us[:-1], out=before[1:])
         before[before <= base] = _NEVER
@@ -335,7 +336,17 @@ class SymbolBars(_Cascade):
                 if new > self.closed_until:
                     self._close_to(new)
 
-    def _bucket(self, us, sec, price, qty, tid, first, last, maker) -> None:  # noqa: ANN001
+    def _bucket(
+        self,
+        us: np.ndarray,
+        sec: np.ndarray,
+        price: np.ndarray,
+        qty: np.ndarray,
+        tid: np.ndarray,
+        first: np.ndarray,
+        last: np.ndarray,
+        maker: np.ndarray,
+    ) -> None:
         """Merge on-time ticks (numpy columns) into the open 1s buckets."""
         d = us[1:] - us[:-1]
         ordered = ((d > 0) | ((d == 0) & (tid[1:] > tid[:-1]))).all()
