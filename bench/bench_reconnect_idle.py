@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 import time
 
 import bytewax.operators as op
@@ -19,14 +18,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
 from connectors.binance import BinanceSource
-
-
-def refused_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from tests.fakes.exchange import refused_port
 
 
 class _Count(logging.Handler):

@@ -238,8 +238,9 @@ def live_config_file(
     lateness: str = "500ms",
     flush_interval: str = "250ms",
     stream: str = "aggTrade",
+    extra: str = "",
 ) -> Path:
-    """A TOML config for the live source against the fake exchange."""
+    """A TOML config for the live source against the fake exchange (``extra``: more TOML)."""
     sym = ", ".join(f'"{s}"' for s in symbols)
     prs = ", ".join(f'{{ y = "{y}", x = "{x}" }}' for y, x in pairs)
     path.write_text(
@@ -259,17 +260,17 @@ flush_interval = "{flush_interval}"
 
 [bars]
 lateness = "{lateness}"
-"""
+{extra}"""
     )
     return path
 
 
-def start_flow(config: Path, log: Path) -> Any:
+def start_flow(config: Path, log: Path, **env_vars: str) -> Any:
     """``python -m bytewax.run flows.pairs`` on ``config`` in a child process (stderr → log)."""
     import subprocess
     import sys
 
-    env = dict(os.environ, PAIRSTREAM_CONFIG=str(config))
+    env = dict(os.environ, PAIRSTREAM_CONFIG=str(config), **env_vars)
     env.pop("QDB_CLIENT_CONF", None)
     return subprocess.Popen(
         [sys.executable, "-m", "bytewax.run", "flows.pairs"],

@@ -11,29 +11,15 @@ core and what it wrote. Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import cpu_seconds
+from bench.common import cpu_seconds, live_config_file, start_flow, stop_flow
 from connectors.questdb_server import QuestDBServer
 from tests.fakes.exchange import FakeBinance
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG = """
-symbols = ["BTCUSDT", "ETHUSDT"]
-timeframes = ["1s", "1m", "5m"]
-pairs = [{{ y = "BTCUSDT", x = "ETHUSDT" }}]
-[source]
-kind = "binance"
-ws_url = "{ws}"
-rest_url = "{rest}"
-[bars]
-lateness = "500ms"
-[analytics]
+ANALYTICS = """[analytics]
 window = 30
 z_window = 30
 corr_window = 30
@@ -49,26 +35,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, QuestDBServer() as qdb:
         fake = FakeBinance(speed=args.speed).start()
         try:
-            cfg = Path(tmp) / "live.toml"
-            cfg.write_text(CONFIG.format(ws=fake.ws_url, rest=fake.rest_url))
-            env = dict(
-                os.environ,
-                PAIRSTREAM_CONFIG=str(cfg),
-                QDB_CLIENT_CONF=qdb.conf,
-                PAIRSTREAM_LOG="WARNING",
+            cfg = live_config_file(
+                Path(tmp) / "live.toml",
+                ["BTCUSDT", "ETHUSDT"],
+                [("BTCUSDT", "ETHUSDT")],
+                fake.ws_url,
+                fake.rest_url,
+                qdb.conf,
+                extra=ANALYTICS,
             )
-            flow = subprocess.Popen(
-                [sys.executable, "-m", "bytewax.run", "flows.pairs"],
-                cwd=ROOT,
-                env=env,
-                stderr=subprocess.DEVNULL,
-            )
+            flow = start_flow(cfg, Path(tmp) / "flow.log", PAIRSTREAM_LOG="WARNING")
             time.sleep(5)  # start-up (imports, connect): not part of the measurement
             c0, t0 = cpu_seconds(flow.pid), time.monotonic()
             time.sleep(args.seconds)
             c1, t1 = cpu_seconds(flow.pid), time.monotonic()
-            flow.terminate()
-            flow.wait(30)
+            stop_flow(flow, timeout=30)
         finally:
             fake.stop()
         qdb.http.wait_applied()

@@ -269,9 +269,9 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
         self._awake: Optional[datetime] = None
         self._last_ts: Optional[datetime] = None  # time of the last record emitted
         self.malformed = 0
-        # Unpaced frame files go in bulk: a chunk of lines → TickBatches (same ticks, same order)
+        # Unpaced frame files go in bulk: a block of lines → TickBatches (same ticks, same order)
         self._bulk = not speed and bool(files) and all(f.kind == "frames" for f in files)
-        self._chunks: Optional[Iterator[bytes]] = None
+        self._blocks: Optional[Iterator[bytes]] = None
         self._block_bytes = block_bytes
         self._shift_us = shift // timedelta(microseconds=1)
 
@@ -306,15 +306,15 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
     def _next_bulk(self) -> list[Any]:
         """The next block of a frame file as TickBatches (per line only if the block is odd)."""
         while self._file_idx < len(self._files):
-            if self._chunks is None:
-                self._chunks = _frame_blocks(
+            if self._blocks is None:
+                self._blocks = _frame_blocks(
                     self._files[self._file_idx].path, self._line, self._block_bytes
                 )
-            block = next(self._chunks, None)
+            block = next(self._blocks, None)
             if block is None:
                 self._file_idx += 1
                 self._line = 0
-                self._chunks = None
+                self._blocks = None
                 continue
             first = self._line + 1
             cols = trade_columns(block)
