@@ -7,8 +7,9 @@ Estimators"); ``tests/flows/reference.py`` rebuilds them with statsmodels, panda
 Why recompute over the window instead of running sums: at BTC price levels (y ≈ 60000,
 x ≈ 3400) the textbook ``Σx² − n·x̄²`` loses ~10 of the 16 significant digits, and add/remove
 running sums drift over a week of bars. Each bar therefore re-centres its O(window) ring buffer
-with numpy (a few vector operations of length ≤ window), which is exact to a few ulps and still
-costs only tens of µs. Kalman is a closed-form 2-state filter in plain floats.
+(two compiled passes: the mean, then centred sums), which is exact to a few ulps and costs
+about a microsecond. ADF is numpy least squares every ``adf_every`` bars. Kalman is a
+closed-form 2-state filter in plain floats.
 
 Definitions, with ``p_y, p_x`` the fed series (raw closes, or their natural log when
 ``prices = "log"``):
@@ -41,6 +42,7 @@ from datetime import datetime
 from typing import Optional
 
 import numpy as np
+from numba import njit
 from scipy.special import ndtr
 from statsmodels.tsa.adfvalues import _tau_largeps, _tau_maxs, _tau_mins, _tau_smallps, _tau_stars
 
@@ -85,33 +87,103 @@ def _finite(v: float) -> Optional[float]:
     return v if math.isfinite(v) else None
 
 
-def _mean(a: np.ndarray) -> float:
-    """``a.mean()`` bit for bit (the same pairwise sum and division) without its Python wrapper,
-    which costs more than the sum on windows this small."""
-    return a.sum() / a.shape[0]
+# The per-bar window statistics are compiled (numba): as numpy calls they were ~15 vector
+# operations of length ≤ window per bar, ~25 µs of call overhead for ~1 µs of arithmetic.
+# Both passes over the window are plain loops: the mean, then sums of centred products. A
+# constant window is caught exactly (min == max): the sequentially summed mean of n equal
+# values can be off by an ulp, which would leave a spurious tiny variance.
+
+
+@njit(cache=True, nogil=True)
+def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:  # pragma: no cover - compiled
+    n = x.shape[0]
+    mx = my = 0.0
+    lo = hi = x[0]
+    for i in range(n):
+        mx += x[i]
+        my += y[i]
+        lo = min(lo, x[i])
+        hi = max(hi, x[i])
+    if lo == hi:  # constant x: no slope (its rounded mean need not equal the value)
+        return np.nan, np.nan
+    mx /= n
+    my /= n
+    sxx = sxy = 0.0
+    for i in range(n):
+        dx = x[i] - mx
+        sxx += dx * dx
+        sxy += dx * (y[i] - my)
+    if not sxx > 0.0:
+        return np.nan, np.nan
+    beta = sxy / sxx
+    return beta, my - beta * mx
+
+
+@njit(cache=True, nogil=True)
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:  # pragma: no cover - compiled
+    n = a.shape[0]
+    ma = mb = 0.0
+    a_lo = a_hi = a[0]
+    b_lo = b_hi = b[0]
+    for i in range(n):
+        ma += a[i]
+        mb += b[i]
+        a_lo, a_hi = min(a_lo, a[i]), max(a_hi, a[i])
+        b_lo, b_hi = min(b_lo, b[i]), max(b_hi, b[i])
+    if a_lo == a_hi or b_lo == b_hi:
+        return np.nan
+    ma /= n
+    mb /= n
+    saa = sbb = sab = 0.0
+    for i in range(n):
+        da = a[i] - ma
+        db = b[i] - mb
+        saa += da * da
+        sbb += db * db
+        sab += da * db
+    if not (saa > 0.0 and sbb > 0.0):
+        return np.nan
+    return sab / math.sqrt(saa * sbb)
+
+
+@njit(cache=True, nogil=True)
+def _zscore(s: np.ndarray, v: float) -> float:  # pragma: no cover - compiled
+    n = s.shape[0]
+    m = 0.0
+    lo = hi = s[0]
+    for i in range(n):
+        m += s[i]
+        lo = min(lo, s[i])
+        hi = max(hi, s[i])
+    if lo == hi:
+        return np.nan
+    m /= n
+    ss = 0.0
+    for i in range(n):
+        d = s[i] - m
+        ss += d * d
+    var = ss / (n - 1)
+    if not var > 0.0:
+        return np.nan
+    return (v - m) / math.sqrt(var)
 
 
 def ols_beta_alpha(x: np.ndarray, y: np.ndarray) -> tuple[Optional[float], Optional[float]]:
     """Slope and intercept of OLS of ``y`` on ``[1, x]``, computed on centred data."""
-    mx = _mean(x)
-    my = _mean(y)
-    dx = x - mx
-    sxx = float(dx @ dx)
-    if not sxx > 0.0:
+    beta, alpha = _ols(x, y)
+    if math.isnan(beta):
         return None, None
-    beta = float(dx @ (y - my)) / sxx
-    return beta, float(my - beta * mx)
+    return beta, alpha
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> Optional[float]:
     """Pearson correlation on centred data; None when either side has no variance."""
-    da = a - _mean(a)
-    db = b - _mean(b)
-    saa = float(da @ da)
-    sbb = float(db @ db)
-    if not (saa > 0.0 and sbb > 0.0):
-        return None
-    return _finite(float(da @ db) / math.sqrt(saa * sbb))
+    return _finite(_pearson(a, b))
+
+
+def zscore(s: np.ndarray, v: float) -> Optional[float]:
+    """``(v − mean(s)) / std(s)`` with ddof = 1; None when ``s`` has no variance."""
+    return _finite(_zscore(s, v))
 
 
 def half_life(spreads: np.ndarray) -> Optional[float]:
@@ -122,7 +194,8 @@ def half_life(spreads: np.ndarray) -> Optional[float]:
     return -_LN2 / lam
 
 
-def _lag_design(s: np.ndarray, lags: int) -> tuple[np.ndarray, np.ndarray]:
+@njit(cache=True, nogil=True)
+def _lag_design(s: np.ndarray, lags: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
     """ADF regression with ``lags`` lagged differences, as statsmodels builds it.
 
     Returns ``(ds, X)`` with rows t = lags+1 .. n−1 and columns
@@ -130,56 +203,73 @@ def _lag_design(s: np.ndarray, lags: int) -> tuple[np.ndarray, np.ndarray]:
     """
     ds = np.diff(s)
     m = ds.shape[0] - lags
-    cols = [np.ones(m), s[lags : lags + m]]
-    cols += [ds[lags - j : lags - j + m] for j in range(1, lags + 1)]
-    return ds[lags:], np.column_stack(cols)
+    x = np.empty((m, lags + 2))
+    for i in range(m):
+        x[i, 0] = 1.0
+        x[i, 1] = s[lags + i]
+        for j in range(1, lags + 1):
+            x[i, 1 + j] = ds[lags - j + i]
+    return ds[lags:].copy(), x
+
+
+@njit(cache=True, nogil=True)
+def _adf_t(spreads: np.ndarray) -> float:  # pragma: no cover - compiled
+    """The ADF t-value of ``adfuller(spreads, regression="c", autolag="AIC")``; NaN if none."""
+    n = spreads.shape[0]
+    maxlag = min(n // 2 - 2, int(math.ceil(12.0 * (n / 100.0) ** 0.25)))
+    if maxlag < 0:
+        return np.nan
+    y, x = _lag_design(spreads, maxlag)
+    nobs = y.shape[0]
+    # Nested models share the AIC sample: one QR gives every SSR as a sum of squares
+    # (no cancellation): ssr_k = ||y − Q·Qᵀy||² + Σ_{j ≥ k} (Qᵀy)_j².
+    q, _ = np.linalg.qr(x)
+    q = np.ascontiguousarray(q)
+    c = y @ q
+    r = y - q @ c
+    base = r @ r
+    tail = 0.0  # Σ_{j ≥ k} c_j², built from the last column down
+    best_aic, best_lag = np.inf, 0
+    ssr = np.empty(maxlag + 1)
+    for lag in range(maxlag, -1, -1):
+        ssr[lag] = base + tail
+        tail += c[lag + 1] * c[lag + 1]
+    for lag in range(maxlag + 1):
+        if not ssr[lag] > 0.0:  # an exact fit: no likelihood, no test
+            return np.nan
+        llf = -nobs / 2.0 * (_LOG_2PI + math.log(ssr[lag] / nobs) + 1.0)
+        aic = -2.0 * llf + 2.0 * (lag + 2)
+        if aic < best_aic:  # ties keep the smaller lag, like statsmodels' min over (aic, lag)
+            best_aic, best_lag = aic, lag
+    y, x = _lag_design(spreads, best_lag)
+    dof = x.shape[0] - x.shape[1]
+    if dof <= 0:
+        return np.nan
+    pinv = np.linalg.pinv(x)
+    coef = pinv @ y
+    r = y - x @ coef
+    row = pinv[1].copy()
+    se = math.sqrt((r @ r) / dof * (row @ row))
+    if not se > 0.0:
+        return np.nan
+    return coef[1] / se
 
 
 def adf_pvalue(spreads: np.ndarray) -> Optional[float]:
     """``statsmodels.tsa.stattools.adfuller(spreads, regression="c", autolag="AIC")[1]``.
 
-    Re-implemented with numpy least squares so that one evaluation costs well under a
-    millisecond (statsmodels fits ~13 full OLS models). Same maxlag rule (Schwert), same common
-    sample for the AIC search, same AIC (``−2·llf + 2·k``) and the same ``(aic, lag)`` tie break,
-    then the t-value of the lagged level with the chosen lag on its own sample, and MacKinnon's
-    p-value. None for a constant or non-finite window.
+    Re-implemented (compiled) so that one evaluation costs tens of µs (statsmodels fits ~13
+    full OLS models). Same maxlag rule (Schwert), same common sample for the AIC search, same
+    AIC (``−2·llf + 2·k``) and the same ``(aic, lag)`` tie break, then the t-value of the lagged
+    level with the chosen lag on its own sample (pinv, as statsmodels' OLS), and MacKinnon's
+    p-value. None for a constant or non-finite window, or one the lags fit exactly.
     """
-    n = spreads.shape[0]
     if not np.all(np.isfinite(spreads)) or spreads.max() == spreads.min():
         return None
-    maxlag = min(n // 2 - 2, int(math.ceil(12.0 * (n / 100.0) ** 0.25)))
-    if maxlag < 0:
+    t = _adf_t(spreads)
+    if math.isnan(t):
         return None
-    y, X = _lag_design(spreads, maxlag)
-    nobs = y.shape[0]
-    # Nested models share the AIC sample: one QR gives every SSR as a sum of squares
-    # (no cancellation): ssr_k = ||y − Q·Qᵀy||² + Σ_{j ≥ k} (Qᵀy)_j².
-    q, _ = np.linalg.qr(X)
-    c = q.T @ y
-    r = y - q @ c
-    tail = np.cumsum((c * c)[::-1])[::-1]  # tail[j] = Σ_{i ≥ j} c_i²
-    base = float(r @ r)
-    best: Optional[tuple[float, int]] = None
-    for lag in range(maxlag + 1):
-        k = lag + 2
-        ssr = base + (float(tail[k]) if k < tail.shape[0] else 0.0)
-        llf = -nobs / 2.0 * (_LOG_2PI + math.log(ssr / nobs) + 1.0)
-        cand = (-2.0 * llf + 2.0 * k, lag)
-        if best is None or cand < best:
-            best = cand
-    assert best is not None
-    y, X = _lag_design(spreads, best[1])
-    pinv = np.linalg.pinv(X)
-    coef = pinv @ y
-    r = y - X @ coef
-    dof = X.shape[0] - X.shape[1]
-    if dof <= 0:
-        return None
-    scale = float(r @ r) / dof
-    se = math.sqrt(scale * float(pinv[1] @ pinv[1]))
-    if not se > 0.0:
-        return None
-    return _finite(mackinnon_p_c(float(coef[1]) / se))
+    return _finite(mackinnon_p_c(t))
 
 
 def mackinnon_p_c(t: float) -> float:
@@ -285,12 +375,7 @@ class PairEstimator:
             spread = py - beta * px
             self._sz.push(spread)
             if self._sz.full:
-                s = self._sz.buf
-                m = _mean(s)
-                d = s - m
-                var = float(d @ d) / (s.shape[0] - 1)
-                if var > 0.0:
-                    z = _finite((spread - m) / math.sqrt(var))
+                z = zscore(self._sz.buf, spread)
             self._sadf.push(spread)
             n = self._sadf.count
             if n >= cfg.adf_window and (n - cfg.adf_window) % cfg.adf_every == 0:

@@ -7,15 +7,18 @@ filtered means and z_kf within 1e-8. NULL patterns and ``warm`` must match exact
 
 from __future__ import annotations
 
+import math
 import pickle
+import warnings
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
+from statsmodels.tsa.stattools import adfuller
 
 from flows.config import AnalyticsConfig
-from flows.estimators import PairEstimator
+from flows.estimators import PairEstimator, adf_pvalue, ols_beta_alpha, pearson, zscore
 from tests.flows.reference import (
     assert_analytics_equal,
     load_pair_closes,
@@ -130,3 +133,22 @@ def test_state_is_bounded_by_the_windows(week: pd.DataFrame) -> None:
             sizes.append(len(pickle.dumps(est)))
     # a few bytes vary (counters growing, None vs float); nothing grows with the bar count
     assert max(sizes) - min(sizes) < 64, sizes
+
+
+def test_constant_windows_have_no_slope_correlation_z_or_adf() -> None:
+    # 60 × 3424.98 summed in order is not 60 × 3424.98: the mean is off by an ulp, so only an
+    # exact constant check keeps a flat 1s window (a quiet second's filled bars) at None.
+    flat = np.full(60, 3424.98)
+    total = 0.0
+    for v in flat.tolist():
+        total += v
+    assert total / 60 != 3424.98  # the premise: a running sum's mean is not the value
+    other = np.linspace(63900.0, 63950.0, 60)
+    assert ols_beta_alpha(flat, other) == (None, None)
+    assert pearson(flat, other) is None and pearson(other, flat) is None
+    assert zscore(flat, 3424.98) is None
+    step = np.r_[np.zeros(119), 1.0]  # the lags fit it exactly: statsmodels says NaN
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert math.isnan(adfuller(step, regression="c", autolag="AIC")[1])
+    assert adf_pvalue(step) is None
