@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
-import numpy as np
 import orjson
 
 from flows.records import Tick
@@ -22,8 +20,8 @@ from flows.records import Tick
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_FRAME_BYTES = 64 * 1024  # a trade frame is ~250 bytes; anything huge is hostile
-_MIN_T = 1_500_000_000_000  # 2017-07: before Binance existed
-_MAX_T = 4_102_444_800_000  # 2100-01-01
+MIN_T = 1_500_000_000_000  # 2017-07: before Binance existed
+MAX_T = 4_102_444_800_000  # 2100-01-01
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
 
 
@@ -92,7 +90,7 @@ def _symbol(v: Any) -> str:
 
 def _time(v: Any, name: str = "T") -> int:
     t = _int(v, name)
-    if not _MIN_T <= t <= _MAX_T:
+    if not MIN_T <= t <= MAX_T:
         raise MalformedFrame(f"field {name!r} is not a plausible epoch-ms time")
     return t
 
@@ -184,7 +182,7 @@ def _fast_tick(d: dict) -> Optional[Tick]:
         type(a) is not int
         or not 0 <= a < 1 << 63
         or type(t) is not int
-        or not _MIN_T <= t <= _MAX_T
+        or not MIN_T <= t <= MAX_T
         or type(m) is not bool
         or type(p) is not str
         or type(q) is not str
@@ -225,68 +223,6 @@ def parse_frame(raw: bytes | str) -> Optional[Tick]:
             if tick is not None:
                 return tick
     return event_to_tick(d)
-
-
-# One recorded ``trade`` frame line as Binance lays it out (``<recv_ns> <json>``), from its only
-# space to its newline. Digits, letters and dots only (no escape, control or non-ASCII byte that
-# JSON would decode or reject), bounded lengths (far below MAX_FRAME_BYTES), no leading zero (not
-# JSON; and no trade has id or time 0); ``trade_columns`` checks the rest, so every chunk it
-# accepts is one ``parse_frame`` accepts line by line with the same values, and anything unusual
-# is left to ``parse_frame`` (tests/connectors/test_frames.py mutates real frames to check).
-_TRADE_LINE = re.compile(
-    rb' \{"stream":"[a-z0-9]{1,64}@trade","data":\{"e":"trade","E":[1-9]\d{0,18},'
-    rb'"T":(\d{13}),"s":"([A-Z0-9]{2,30})","t":([1-9]\d{0,17}),"p":"([0-9.]{1,40})",'
-    rb'"q":"([0-9.]{1,40})","X":"MARKET","m":(true|false)\}\}\n'
-)
-
-
-@dataclass(frozen=True)
-class TradeColumns:
-    """The trades of a chunk of frame lines as columns, one entry per line, in line order."""
-
-    symbols: tuple[str, ...]  # the distinct symbols, sorted
-    symbol_code: np.ndarray  # int: index into ``symbols``
-    ms: np.ndarray  # int64 trade time T
-    trade_id: np.ndarray  # int64
-    price: np.ndarray  # float64
-    qty: np.ndarray  # float64
-    buyer_maker: np.ndarray  # bool
-
-
-def trade_columns(chunk: bytes) -> Optional[TradeColumns]:
-    """Whole lines of a frame file → columns, if *every* line is a plain trade frame; else None.
-
-    The bulk path of a full-speed replay (one regex scan and a few conversions per chunk
-    instead of a JSON parse per line); on None the caller parses line by line with
-    :func:`parse_frame`, which then counts and words whatever is wrong.
-    """
-    if not chunk.endswith(b"\n"):
-        chunk += b"\n"
-    n = chunk.count(b"\n")
-    # One space per line: each match (ending at a newline) then spans its line from the space
-    # that ends the prefix, exactly the part parse_frame would be given.
-    if chunk.count(b" ") != n:
-        return None
-    found = _TRADE_LINE.findall(chunk)
-    if len(found) != n:
-        return None
-    t_col, s_col, id_col, p_col, q_col, m_col = zip(*found)
-    try:
-        price = np.fromiter(map(float, p_col), np.float64, n)
-        qty = np.fromiter(map(float, q_col), np.float64, n)
-    except ValueError:  # "1.2.3"
-        return None
-    ms = np.fromstring(b" ".join(t_col), dtype=np.int64, sep=" ")  # ≤ 18 digits: no overflow
-    ids = np.fromstring(b" ".join(id_col), dtype=np.int64, sep=" ")
-    if ms.min() < _MIN_T or ms.max() > _MAX_T or not (price > 0).all():
-        return None
-    names = sorted(set(s_col))
-    if len(names) == 1:
-        code = np.zeros(n, dtype=np.int16)
-    else:
-        code = np.searchsorted(np.array(names), np.array(s_col)).astype(np.int16)
-    maker = np.fromiter(map(len, m_col), np.int8, n) == 4  # "true" (4) or "false" (5)
-    return TradeColumns(tuple(s.decode() for s in names), code, ms, ids, price, qty, maker)
 
 
 def rest_agg_to_tick(symbol: str, d: Any) -> Tick:
