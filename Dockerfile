@@ -10,8 +10,16 @@ COPY flows ./flows
 COPY connectors ./connectors
 RUN pip install .
 
+# numba compiles the parser and estimator kernels once, here, into a cache the (unprivileged)
+# flow user can read: its first start does not pay the compilation.
+ENV NUMBA_CACHE_DIR=/var/cache/pairstream-numba
+# (Both copies: `pairstream` imports the installed package, the flow child `-m` the one in /app.)
+RUN useradd --system --uid 10001 pairstream && mkdir /recovery && chown pairstream /recovery \
+    && python -c "from flows.startup import warm_kernels; warm_kernels()" \
+    && cd / && python -c "from flows.startup import warm_kernels; warm_kernels()" \
+    && chown -R pairstream "$NUMBA_CACHE_DIR"
+
 COPY pairstream.toml ./
-RUN useradd --system --uid 10001 pairstream && mkdir /recovery && chown pairstream /recovery
 USER pairstream
 VOLUME ["/recovery"]
 

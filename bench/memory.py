@@ -27,7 +27,7 @@ def child(path: str, conf: str, step: int) -> None:
 
     from connectors.replay import PROGRESS
     from flows.pairs import build
-    from flows.startup import tune_gc
+    from flows.startup import tune_gc, warm_kernels
 
     logging.disable(logging.WARNING)
     samples: list[dict] = []
@@ -46,6 +46,7 @@ def child(path: str, conf: str, step: int) -> None:
     t0 = time.perf_counter()
     th.start()
     tune_gc()  # as `python -m bytewax.run flows.pairs` and `pairstream` do at start
+    warm_kernels()
     run_main(build(replay_config([path], conf)))
     done.set()
     th.join()

@@ -23,7 +23,7 @@ from connectors.questdb_server import ROOT, QuestDBServer
 from flows.backtest_cli import add_args as bt_args
 from flows.backtest_cli import cmd_backtest
 from flows.config import Config
-from flows.startup import checked, fail, load_config, setup_logging, tune_gc
+from flows.startup import checked, fail, load_config, setup_logging, tune_gc, warm_kernels
 
 DEMO_CONFIG = ROOT / "config" / "demo.toml"
 LOCAL_DATA = ROOT / "var" / "questdb"
@@ -174,6 +174,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     total = rp.count_records(paths)
     with questdb_for(cfg):
         ensure_tables(cfg.questdb.conf)
+        warm_kernels()
         flow = build(cfg)
         done = threading.Event()
         start = time.monotonic()

@@ -30,7 +30,7 @@ from flows.bars import bars, rollup_bars
 from flows.config import Config
 from flows.records import Bar, Health, Progress, Tick, TickBatch
 from flows.signals import signals
-from flows.startup import checked, load_config, setup_logging, tune_gc
+from flows.startup import checked, load_config, setup_logging, tune_gc, warm_kernels
 
 
 def make_source(cfg: Config) -> Source[Any]:
@@ -123,6 +123,7 @@ def prepare() -> Config:
     checked(lambda: load_rules(cfg))  # a bad alert rule stops here, before any I/O
     checked(lambda: check_reachable(cfg.questdb.conf))
     checked(lambda: ensure_tables(cfg.questdb.conf))
+    warm_kernels()
     return cfg
 
 
