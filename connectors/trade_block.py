@@ -45,7 +45,7 @@ MAX_SYMBOLS = 256  # distinct symbols in one block; more and the block goes line
 
 
 @njit(cache=True, nogil=True)
-def _text_at(a, i, text):  # pragma: no cover - compiled; index after `text` at i, or -1
+def _text_at(a: np.ndarray, i: int, text: np.ndarray) -> int:  # index after `text` at i, or -1
     if i + text.shape[0] > a.shape[0]:
         return -1
     for k in range(text.shape[0]):
@@ -55,7 +55,7 @@ def _text_at(a, i, text):  # pragma: no cover - compiled; index after `text` at 
 
 
 @njit(cache=True, nogil=True)
-def _digits_end(a, i, most):  # pragma: no cover - compiled; end of 1..most digits, no leading 0
+def _digits_end(a: np.ndarray, i: int, most: int) -> int:  # 1..most digits, no leading 0; or -1
     j = i
     while j < a.shape[0] and j - i <= most and 48 <= a[j] <= 57:
         j += 1
@@ -65,7 +65,7 @@ def _digits_end(a, i, most):  # pragma: no cover - compiled; end of 1..most digi
 
 
 @njit(cache=True, nogil=True)
-def _value(a, i, j):  # pragma: no cover - compiled
+def _value(a: np.ndarray, i: int, j: int) -> int:
     v = 0
     for k in range(i, j):
         v = v * 10 + (a[k] - 48)
@@ -73,7 +73,7 @@ def _value(a, i, j):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _decimal(a, i, pow10):  # pragma: no cover - compiled; (value, end) or (0, -1)
+def _decimal(a: np.ndarray, i: int, pow10: np.ndarray) -> tuple[float, int]:  # or (0, -1)
     mantissa = 0
     digits = 0
     dot = -1
@@ -97,7 +97,10 @@ def _decimal(a, i, pow10):  # pragma: no cover - compiled; (value, end) or (0, -
 
 
 @njit(cache=True, nogil=True)
-def _scan(a, n, ms, ids, price, qty, maker, code, sym_at, sym_len):  # pragma: no cover
+def _scan(
+    a: np.ndarray, n: int, ms: np.ndarray, ids: np.ndarray, price: np.ndarray, qty: np.ndarray,
+    maker: np.ndarray, code: np.ndarray, sym_at: np.ndarray, sym_len: np.ndarray,
+) -> tuple[int, int]:  # fmt: skip
     """Fill the columns of the first ``n`` lines of ``a``; returns how many were plain trades
     (``n`` when all were) and how many distinct symbols ``sym_at``/``sym_len`` now hold."""
     i = 0

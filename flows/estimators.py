@@ -95,7 +95,7 @@ def _finite(v: float) -> Optional[float]:
 
 
 @njit(cache=True, nogil=True)
-def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:  # pragma: no cover - compiled
+def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     n = x.shape[0]
     mx = my = 0.0
     lo = hi = x[0]
@@ -120,7 +120,7 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:  # pragma: no cov
 
 
 @njit(cache=True, nogil=True)
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:  # pragma: no cover - compiled
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     n = a.shape[0]
     ma = mb = 0.0
     a_lo = a_hi = a[0]
@@ -147,7 +147,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:  # pragma: no cover - compi
 
 
 @njit(cache=True, nogil=True)
-def _zscore(s: np.ndarray, v: float) -> float:  # pragma: no cover - compiled
+def _zscore(s: np.ndarray, v: float) -> float:
     n = s.shape[0]
     m = 0.0
     lo = hi = s[0]
@@ -195,7 +195,7 @@ def half_life(spreads: np.ndarray) -> Optional[float]:
 
 
 @njit(cache=True, nogil=True)
-def _lag_design(s: np.ndarray, lags: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+def _lag_design(s: np.ndarray, lags: int) -> tuple[np.ndarray, np.ndarray]:
     """ADF regression with ``lags`` lagged differences, as statsmodels builds it.
 
     Returns ``(ds, X)`` with rows t = lags+1 .. n−1 and columns
@@ -213,7 +213,7 @@ def _lag_design(s: np.ndarray, lags: int) -> tuple[np.ndarray, np.ndarray]:  # p
 
 
 @njit(cache=True, nogil=True)
-def _adf_t(spreads: np.ndarray) -> float:  # pragma: no cover - compiled
+def _adf_t(spreads: np.ndarray) -> float:
     """The ADF t-value of ``adfuller(spreads, regression="c", autolag="AIC")``; NaN if none."""
     n = spreads.shape[0]
     maxlag = min(n // 2 - 2, int(math.ceil(12.0 * (n / 100.0) ** 0.25)))
