@@ -24,34 +24,38 @@ from numba import njit
 
 from connectors.frames import MAX_T, MIN_T
 
-
-def _text(s: bytes) -> np.ndarray:
-    return np.frombuffer(s, dtype=np.uint8).copy()
-
-
-# The fixed text of a line around its fields (after the `<recv_ns>` prefix).
-_OPEN = _text(b' {"stream":"')  # then the stream name `[a-z0-9]{1,64}`
-_EVENT = _text(b'@trade","data":{"e":"trade","E":')  # event time, not used
-_TIME = _text(b',"T":')
-_SYM = _text(b',"s":"')
-_ID = _text(b'","t":')
-_PRICE = _text(b',"p":"')
-_QTY = _text(b'","q":"')
-_MAKER = _text(b'","X":"MARKET","m":')
-_TRUE = _text(b"true}}\n")
-_FALSE = _text(b"false}}\n")
+# A line after its `<recv_ns>` prefix: fixed text then a field, eight times (the last
+# field is the maker flag, `true}}\n` or `false}}\n`).
+_NAME, _EVENT_MS, _TIME, _SYMBOL, _ID, _PRICE, _QTY, _MAKER = range(8)
+_LAYOUT = (
+    (b' {"stream":"', _NAME),  # [a-z0-9]{1,64}
+    (b'@trade","data":{"e":"trade","E":', _EVENT_MS),  # checked as JSON would, not used
+    (b',"T":', _TIME),
+    (b',"s":"', _SYMBOL),  # [A-Z0-9]{2,30}
+    (b'","t":', _ID),
+    (b',"p":"', _PRICE),
+    (b'","q":"', _QTY),
+    (b'","X":"MARKET","m":', _MAKER),
+)
+_TEXTS = np.frombuffer(b"".join(t for t, _ in _LAYOUT), dtype=np.uint8).copy()
+_TEXT_END = np.cumsum([len(t) for t, _ in _LAYOUT])
+_FIELDS = np.array([f for _, f in _LAYOUT])
+_TRUE = np.frombuffer(b"true}}\n", dtype=np.uint8).copy()
+_FALSE = np.frombuffer(b"false}}\n", dtype=np.uint8).copy()
 _POW10 = 10.0 ** np.arange(19)  # exact doubles
 MAX_SYMBOLS = 256  # distinct symbols in one block; more and the block goes line by line
 
 
 @njit(cache=True, nogil=True)
-def _text_at(a: np.ndarray, i: int, text: np.ndarray) -> int:  # index after `text` at i, or -1
-    if i + text.shape[0] > a.shape[0]:
+def _text_at(a: np.ndarray, i: int, text: np.ndarray, start: int, end: int) -> int:
+    """Index after ``text[start:end]`` found at ``a[i]``, or -1."""
+    size = end - start
+    if i + size > a.shape[0]:
         return -1
-    for k in range(text.shape[0]):
-        if a[i + k] != text[k]:
+    for k in range(size):
+        if a[i + k] != text[start + k]:
             return -1
-    return i + text.shape[0]
+    return i + size
 
 
 @njit(cache=True, nogil=True)
@@ -97,6 +101,35 @@ def _decimal(a: np.ndarray, i: int, pow10: np.ndarray) -> tuple[float, int]:  # 
 
 
 @njit(cache=True, nogil=True)
+def _word_end(a: np.ndarray, i: int, least: int, most: int, upper: bool) -> int:
+    """End of ``least..most`` digits and lower-case (or upper-case) letters at ``i``, or -1."""
+    j = i
+    while j < a.shape[0] and j - i <= most:
+        c = a[j]
+        if not (48 <= c <= 57 or (65 <= c <= 90 if upper else 97 <= c <= 122)):
+            break
+        j += 1
+    return j if least <= j - i <= most else -1
+
+
+@njit(cache=True, nogil=True)
+def _symbol_code(a: np.ndarray, i: int, size: int, sym_at: np.ndarray, sym_len: np.ndarray,
+                 found: int) -> int:  # fmt: skip
+    """Index of the symbol at ``a[i:i+size]`` among the ``found`` seen so far (== found: new)."""
+    for k in range(found):  # a block holds a handful of symbols
+        if sym_len[k] == size:
+            s = sym_at[k]
+            same = True
+            for m in range(size):
+                if a[s + m] != a[i + m]:
+                    same = False
+                    break
+            if same:
+                return k
+    return found
+
+
+@njit(cache=True, nogil=True)
 def _scan(
     a: np.ndarray, n: int, ms: np.ndarray, ids: np.ndarray, price: np.ndarray, qty: np.ndarray,
     maker: np.ndarray, code: np.ndarray, sym_at: np.ndarray, sym_len: np.ndarray,
@@ -110,89 +143,54 @@ def _scan(
             if a[i] == 34 or a[i] == 10:
                 return row, found
             i += 1
-        i = _text_at(a, i, _OPEN)
-        if i < 0:
-            return row, found
-        j = i
-        while j < a.shape[0] and j - i <= 64 and (48 <= a[j] <= 57 or 97 <= a[j] <= 122):
-            j += 1
-        if j == i or j - i > 64:
-            return row, found
-        i = _text_at(a, j, _EVENT)
-        if i < 0:
-            return row, found
-        i = _digits_end(a, i, 19)
-        if i < 0:
-            return row, found
-        i = _text_at(a, i, _TIME)
-        if i < 0:
-            return row, found
-        j = _digits_end(a, i, 13)
-        if j < 0:
-            return row, found
-        t = _value(a, i, j)
-        if t < MIN_T or t > MAX_T:
-            return row, found
-        ms[row] = t
-        i = _text_at(a, j, _SYM)
-        if i < 0:
-            return row, found
-        j = i
-        while j < a.shape[0] and j - i <= 30 and (48 <= a[j] <= 57 or 65 <= a[j] <= 90):
-            j += 1
-        size = j - i
-        if size < 2 or size > 30:
-            return row, found
-        k = 0
-        while k < found:  # the symbol's code: a block holds a handful of symbols
-            if sym_len[k] == size:
-                s = sym_at[k]
-                same = True
-                for m in range(size):
-                    if a[s + m] != a[i + m]:
-                        same = False
-                        break
-                if same:
-                    break
-            k += 1
-        if k == found:
-            if found == sym_at.shape[0]:
+        text = 0
+        for step in range(_FIELDS.shape[0]):
+            i = _text_at(a, i, _TEXTS, text, _TEXT_END[step])
+            text = _TEXT_END[step]
+            if i < 0:
                 return row, found
-            sym_at[found] = i
-            sym_len[found] = size
-            found += 1
-        code[row] = k
-        i = _text_at(a, j, _ID)
-        if i < 0:
-            return row, found
-        j = _digits_end(a, i, 18)
-        if j < 0:
-            return row, found
-        ids[row] = _value(a, i, j)
-        i = _text_at(a, j, _PRICE)
-        if i < 0:
-            return row, found
-        p, i = _decimal(a, i, _POW10)
-        if i < 0 or not p > 0.0:
-            return row, found
-        price[row] = p
-        i = _text_at(a, i, _QTY)
-        if i < 0:
-            return row, found
-        q, i = _decimal(a, i, _POW10)
-        if i < 0:
-            return row, found
-        qty[row] = q
-        i = _text_at(a, i, _MAKER)
-        if i < 0:
-            return row, found
-        j = _text_at(a, i, _TRUE)
-        maker[row] = j >= 0
-        if j < 0:
-            j = _text_at(a, i, _FALSE)
-            if j < 0:
-                return row, found
-        i = j
+            field = _FIELDS[step]
+            if field == _NAME or field == _SYMBOL:
+                j = _word_end(a, i, 1 if field == _NAME else 2, 64 if field == _NAME else 30,
+                              field == _SYMBOL)  # fmt: skip
+                if j < 0:
+                    return row, found
+                if field == _SYMBOL:
+                    k = _symbol_code(a, i, j - i, sym_at, sym_len, found)
+                    if k == found:
+                        if found == sym_at.shape[0]:
+                            return row, found
+                        sym_at[found] = i
+                        sym_len[found] = j - i
+                        found += 1
+                    code[row] = k
+            elif field == _EVENT_MS or field == _TIME or field == _ID:
+                j = _digits_end(a, i, 19 if field == _EVENT_MS else 13 if field == _TIME else 18)
+                if j < 0:
+                    return row, found
+                if field == _TIME:
+                    t = _value(a, i, j)
+                    if t < MIN_T or t > MAX_T:
+                        return row, found
+                    ms[row] = t
+                elif field == _ID:
+                    ids[row] = _value(a, i, j)
+            elif field == _PRICE or field == _QTY:
+                v, j = _decimal(a, i, _POW10)
+                if j < 0 or (field == _PRICE and not v > 0.0):
+                    return row, found
+                if field == _PRICE:
+                    price[row] = v
+                else:
+                    qty[row] = v
+            else:  # _MAKER
+                j = _text_at(a, i, _TRUE, 0, _TRUE.shape[0])
+                maker[row] = j >= 0
+                if j < 0:
+                    j = _text_at(a, i, _FALSE, 0, _FALSE.shape[0])
+                    if j < 0:
+                        return row, found
+            i = j
     return n, found
 
 
