@@ -3,7 +3,7 @@
 The bulk path of a full-speed replay. A recorded line is ``<recv_ns> <json>``, and Binance lays
 every trade frame out the same way, so a small numba-compiled scanner walks the block once,
 checks each line against that layout byte by byte and writes the fields straight into arrays
-(~0.25 µs per line; CPython's ``re`` plus conversions took ~1.8 µs, bench/README.md).
+(~0.25-0.3 µs per line; CPython's ``re`` plus conversions took ~1.8 µs, bench/README.md).
 
 A block is accepted only if *every* line is exactly that layout: fixed text byte for byte; a
 stream name, symbol and numbers from a bounded character set (no escape, control or non-ASCII
