@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-from numba import njit
 
 from connectors.frames import MAX_T, MIN_T
+from flows.jit import compiled
 
 # A line after its `<recv_ns>` prefix: fixed text then a field, eight times (the last
 # field is the maker flag, `true}}\n` or `false}}\n`).
@@ -46,7 +46,7 @@ _POW10 = 10.0 ** np.arange(19)  # exact doubles
 MAX_SYMBOLS = 256  # distinct symbols in one block; more and the block goes line by line
 
 
-@njit(cache=True, nogil=True)
+@compiled
 def _text_at(a: np.ndarray, i: int, text: np.ndarray, start: int, end: int) -> int:
     """Index after ``text[start:end]`` found at ``a[i]``, or -1."""
     size = end - start
@@ -58,7 +58,7 @@ def _text_at(a: np.ndarray, i: int, text: np.ndarray, start: int, end: int) -> i
     return i + size
 
 
-@njit(cache=True, nogil=True)
+@compiled
 def _digits_end(a: np.ndarray, i: int, most: int) -> int:  # 1..most digits, no leading 0; or -1
     j = i
     while j < a.shape[0] and j - i <= most and 48 <= a[j] <= 57:
@@ -68,7 +68,7 @@ def _digits_end(a: np.ndarray, i: int, most: int) -> int:  # 1..most digits, no 
     return j
 
 
-@njit(cache=True, nogil=True)
+@compiled
 def _value(a: np.ndarray, i: int, j: int) -> int:
     v = 0
     for k in range(i, j):
@@ -76,7 +76,7 @@ def _value(a: np.ndarray, i: int, j: int) -> int:
     return v
 
 
-@njit(cache=True, nogil=True)
+@compiled
 def _decimal(a: np.ndarray, i: int, pow10: np.ndarray) -> tuple[float, int]:  # or (0, -1)
     mantissa = 0
     digits = 0
@@ -100,7 +100,7 @@ def _decimal(a: np.ndarray, i: int, pow10: np.ndarray) -> tuple[float, int]:  # 
     return mantissa / pow10[after], j
 
 
-@njit(cache=True, nogil=True)
+@compiled
 def _word_end(a: np.ndarray, i: int, least: int, most: int, upper: bool) -> int:
     """End of ``least..most`` digits and lower-case (or upper-case) letters at ``i``, or -1."""
     j = i
@@ -112,7 +112,7 @@ def _word_end(a: np.ndarray, i: int, least: int, most: int, upper: bool) -> int:
     return j if least <= j - i <= most else -1
 
 
-@njit(cache=True, nogil=True)
+@compiled
 def _symbol_code(a: np.ndarray, i: int, size: int, sym_at: np.ndarray, sym_len: np.ndarray,
                  found: int) -> int:  # fmt: skip
     """Index of the symbol at ``a[i:i+size]`` among the ``found`` seen so far (== found: new)."""
@@ -129,7 +129,7 @@ def _symbol_code(a: np.ndarray, i: int, size: int, sym_at: np.ndarray, sym_len: 
     return found
 
 
-@njit(cache=True, nogil=True)
+@compiled
 def _scan(
     a: np.ndarray, n: int, ms: np.ndarray, ids: np.ndarray, price: np.ndarray, qty: np.ndarray,
     maker: np.ndarray, code: np.ndarray, sym_at: np.ndarray, sym_len: np.ndarray,

@@ -42,11 +42,11 @@ from datetime import datetime
 from typing import Optional
 
 import numpy as np
-from numba import njit
 from scipy.special import ndtr
 from statsmodels.tsa.adfvalues import _tau_largeps, _tau_maxs, _tau_mins, _tau_smallps, _tau_stars
 
 from flows.config import AnalyticsConfig
+from flows.jit import compiled
 from flows.records import Analytics
 
 _LN2 = math.log(2.0)
@@ -94,7 +94,7 @@ def _finite(v: float) -> Optional[float]:
 # values can be off by an ulp, which would leave a spurious tiny variance.
 
 
-@njit(cache=True, nogil=True)
+@compiled
 def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     n = x.shape[0]
     mx = my = 0.0
@@ -119,7 +119,7 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return beta, my - beta * mx
 
 
-@njit(cache=True, nogil=True)
+@compiled
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     n = a.shape[0]
     ma = mb = 0.0
@@ -146,7 +146,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return sab / math.sqrt(saa * sbb)
 
 
-@njit(cache=True, nogil=True)
+@compiled
 def _zscore(s: np.ndarray, v: float) -> float:
     n = s.shape[0]
     m = 0.0
@@ -194,7 +194,7 @@ def half_life(spreads: np.ndarray) -> Optional[float]:
     return -_LN2 / lam
 
 
-@njit(cache=True, nogil=True)
+@compiled
 def _lag_design(s: np.ndarray, lags: int) -> tuple[np.ndarray, np.ndarray]:
     """ADF regression with ``lags`` lagged differences, as statsmodels builds it.
 
@@ -212,7 +212,7 @@ def _lag_design(s: np.ndarray, lags: int) -> tuple[np.ndarray, np.ndarray]:
     return ds[lags:].copy(), x
 
 
-@njit(cache=True, nogil=True)
+@compiled
 def _adf_t(spreads: np.ndarray) -> float:
     """The ADF t-value of ``adfuller(spreads, regression="c", autolag="AIC")``; NaN if none."""
     n = spreads.shape[0]
