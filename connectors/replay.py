@@ -21,15 +21,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.frames import MalformedFrame, csv_trade_to_tick, ms_to_dt, parse_frame
+from connectors.trade_block import TradeColumns, trade_columns
 from flows.records import Bar, Progress, Tick, TickBatch
-
-if TYPE_CHECKING:
-    from connectors.trade_block import TradeColumns
 
 log = logging.getLogger("pairstream.replay")
 UTC = timezone.utc
@@ -301,8 +299,6 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
 
     def _next_bulk(self) -> list[Any]:
         """The next block of a frame file as TickBatches (per line only if the block is odd)."""
-        from connectors.trade_block import trade_columns  # numba: only full-speed replays need it
-
         while self._file_idx < len(self._files):
             if self._blocks is None:
                 self._blocks = _frame_blocks(

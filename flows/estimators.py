@@ -8,7 +8,7 @@ Why recompute over the window instead of running sums: at BTC price levels (y �
 x ≈ 3400) the textbook ``Σx² − n·x̄²`` loses ~10 of the 16 significant digits, and add/remove
 running sums drift over a week of bars. Each bar therefore re-centres its O(window) ring buffer
 (two compiled passes: the mean, then centred sums), which is exact to a few ulps and costs
-about a microsecond. ADF is numpy least squares every ``adf_every`` bars. Kalman is a
+about a microsecond. ADF (compiled least squares) runs every ``adf_every`` bars. Kalman is a
 closed-form 2-state filter in plain floats.
 
 Definitions, with ``p_y, p_x`` the fed series (raw closes, or their natural log when

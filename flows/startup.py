@@ -52,7 +52,7 @@ def tune_gc() -> None:
 def warm_kernels() -> None:
     """Load the numba-compiled kernels now, not when the first block or bar arrives.
 
-    From numba's on-disk cache (``__pycache__`` next to the modules) this takes ~0.5 s; the
+    From numba's on-disk cache (``__pycache__`` next to the modules) this takes ~0.3 s; the
     first start of a fresh checkout compiles them (~10 s on the 2-core machine) and fills the
     cache. Done before the source starts, it stays off the first bar's latency.
     """
