@@ -15,10 +15,9 @@ from typing import Any, Optional
 
 import orjson
 
-from flows.records import Tick
+from flows.records import EPOCH, Tick
 
 UTC = timezone.utc
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_FRAME_BYTES = 64 * 1024  # a trade frame is ~250 bytes; anything huge is hostile
 MIN_T = 1_500_000_000_000  # 2017-07: before Binance existed
 MAX_T = 4_102_444_800_000  # 2100-01-01

@@ -229,4 +229,4 @@ def trade_columns(block: bytes) -> Optional[TradeColumns]:
         rank = np.empty(found, np.int16)
         rank[order] = np.arange(found)
         code = rank[code]
-    return TradeColumns(tuple(sorted(names)), code, ms, ids, price, qty, maker)
+    return TradeColumns(tuple(names[i] for i in order), code, ms, ids, price, qty, maker)

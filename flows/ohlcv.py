@@ -47,10 +47,9 @@ from typing import Optional, Union
 import numpy as np
 
 from flows.config import tf_seconds
-from flows.records import Bar, Health, Tick, TickBatch
+from flows.records import EPOCH, Bar, Health, Tick, TickBatch
 
 UTC = timezone.utc
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _SEC_US = 1_000_000
 QTY_DIGITS = 8
@@ -314,6 +313,7 @@ class SymbolBars(_Cascade):
         before[before <= base] = _NEVER
         closed = np.maximum((before - lat) // _SEC_US, self.closed_until)
         late = sec < closed
+        cols = (tb.price, tb.qty, tb.trade_id, tb.first_id, tb.last_id, tb.buyer_maker)
         if late.any():
             for stamp in closed[late].tolist():
                 self._late(stamp)
@@ -321,13 +321,8 @@ class SymbolBars(_Cascade):
             if not keep.any():
                 return
             us, sec = us[keep], sec[keep]
-            cols = [c[keep] for c in (tb.price, tb.qty, tb.trade_id, tb.first_id, tb.last_id)]
-            price, qty, tid, first, last = cols
-            maker = tb.buyer_maker[keep]
-        else:
-            price, qty, tid, first, last = tb.price, tb.qty, tb.trade_id, tb.first_id, tb.last_id
-            maker = tb.buyer_maker
-        self._bucket(us, sec, price, qty, tid, first, last, maker)
+            cols = tuple(c[keep] for c in cols)
+        self._bucket(us, sec, *cols)
         top = int(us.max())
         if top > self.max_us:
             self.max_us = top

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)  # the one epoch: trade times are offsets
 _US = timedelta(microseconds=1)
 
 
@@ -70,14 +70,14 @@ class TickBatch:
             self.last_id.tolist(),
             self.buyer_maker.tolist(),
         ):
-            yield Tick(s, _EPOCH + us * _US, p, q, a, f, l_, m)
+            yield Tick(s, EPOCH + us * _US, p, q, a, f, l_, m)
 
     @classmethod
     def from_ticks(cls, ticks: Sequence[Tick]) -> TickBatch:
         """Ticks of one symbol → a batch (the symbol is the first tick's)."""
         return cls(
             ticks[0].symbol,
-            np.array([(t.ts - _EPOCH) // _US for t in ticks], dtype=np.int64),
+            np.array([(t.ts - EPOCH) // _US for t in ticks], dtype=np.int64),
             np.array([t.price for t in ticks], dtype=np.float64),
             np.array([t.qty for t in ticks], dtype=np.float64),
             np.array([t.trade_id for t in ticks], dtype=np.int64),
