@@ -143,18 +143,22 @@ class _FileSpec:
     symbol: Optional[str]  # CSV files: the one symbol they hold
 
 
+def _frame_line(line: bytes | str) -> Optional[Tick] | MalformedFrame:
+    """One recorded ``<recv_ns> <frame>`` line → Tick, None (not a trade), or what is wrong."""
+    raw = line.partition(b" " if isinstance(line, bytes) else " ")[2]
+    try:
+        return parse_frame(raw)
+    except MalformedFrame as e:
+        return e
+
+
 def _read_file(spec: _FileSpec, skip: int) -> Iterator[tuple[int, Any]]:
     """(line number, Tick | Bar | None | MalformedFrame) for every data line after ``skip``."""
     with _open_text(spec.path) as fh:
         if spec.kind == "frames":
             for n, line in enumerate(fh, 1):
-                if n <= skip:
-                    continue
-                _, _, raw = line.partition(" ")
-                try:
-                    yield n, parse_frame(raw)
-                except MalformedFrame as e:
-                    yield n, e
+                if n > skip:
+                    yield n, _frame_line(line)
             return
         reader = csv.reader(fh)
         header: Optional[list[str]] = None
@@ -322,12 +326,10 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
                 self._line += len(lines)
                 ticks: dict[str, list[Tick]] = {}
                 for n, line in enumerate(lines, first):
-                    try:
-                        t = parse_frame(line.partition(b" ")[2])
-                    except MalformedFrame as e:
-                        self._skip_malformed(n, e)
-                        continue
-                    if t is not None and t.symbol in self._wanted:
+                    t = _frame_line(line)
+                    if isinstance(t, MalformedFrame):
+                        self._skip_malformed(n, t)
+                    elif t is not None and t.symbol in self._wanted:
                         ticks.setdefault(t.symbol, []).append(self._shifted(t))
                 out = [TickBatch.from_ticks(v) for _, v in sorted(ticks.items())]
             if out:
