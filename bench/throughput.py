@@ -44,7 +44,7 @@ from bench.common import (
     table_counts,
     write_frame_file,
 )
-from connectors.questdb_sink import ensure_tables
+from connectors.questdb_sink import drop_tables, ensure_tables
 from flows.config import AnalyticsConfig
 
 TFS = {"1s": "1s", "1m": "1min", "5m": "5min"}
@@ -60,7 +60,6 @@ def run_flow(path: Path, profile: bool = False, passes: int = 2, **questdb_kw) -
     """
     from bytewax.testing import run_main
 
-    from connectors.schema import TABLES
     from flows.pairs import build
     from flows.startup import tune_gc, warm_kernels
 
@@ -69,8 +68,7 @@ def run_flow(path: Path, profile: bool = False, passes: int = 2, **questdb_kw) -
         cfg = replay_config([str(path)], srv.conf, **questdb_kw)
         warm_kernels()  # start-up, like imports: `prepare()` does it before the flow starts
         for i in range(passes):
-            for t in TABLES:
-                srv.http.exec(f"DROP TABLE IF EXISTS {t.name}")
+            drop_tables(srv.http)
             ensure_tables(srv.conf)
             r0 = resource.getrusage(resource.RUSAGE_SELF)
             q0 = cpu_seconds(srv.proc.pid)

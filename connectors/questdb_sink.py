@@ -42,6 +42,12 @@ def ensure_tables(conf: str, tables: Iterable[Table] = TABLES) -> None:
         http.exec(t.ddl())
 
 
+def drop_tables(http: QuestDBHttp, tables: Iterable[Table] = TABLES) -> None:
+    """Drop the tables if they exist: tests and benchmarks that start from empty tables."""
+    for t in tables:
+        http.exec(f"DROP TABLE IF EXISTS {t.name}")
+
+
 def check_reachable(conf: str) -> None:
     """Raise QuestDBError naming the address when QuestDB does not answer."""
     http = QuestDBHttp.from_conf(conf, timeout=5.0)

@@ -33,10 +33,9 @@ _counter = iter(range(1_000_000))
 @pytest.fixture
 def fresh_tables(questdb):
     """Drop every pairstream table so a test starts from empty tables (recreated by the sink)."""
-    from connectors.schema import TABLES
+    from connectors.questdb_sink import drop_tables
 
-    for t in TABLES:
-        questdb.http.exec(f"DROP TABLE IF EXISTS {t.name}")
+    drop_tables(questdb.http)
     return questdb
 
 
@@ -64,9 +63,8 @@ def run_flow(questdb, config: Path, *args: str, timeout: float = 900, env: dict 
 @pytest.fixture(scope="module")
 def window_a(questdb):
     """Tables holding exactly one replay of the bundled sample (window A) through the flow."""
-    from connectors.schema import TABLES
+    from connectors.questdb_sink import drop_tables
 
-    for t in TABLES:
-        questdb.http.exec(f"DROP TABLE IF EXISTS {t.name}")
+    drop_tables(questdb.http)
     run_flow(questdb, REPO / "config" / "demo.toml")
     return questdb

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from connectors.questdb_server import free_port
+from connectors.questdb_sink import drop_tables
 from flows.backtest import ParamSet, align, simulate
 from flows.backtest_cli import read_klines
 from flows.cli import main
@@ -71,10 +72,7 @@ def run_cli(monkeypatch, capsys, config: Path, conf: str, *args: str) -> tuple[i
 @pytest.fixture(scope="module")
 def live(questdb, tmp_path_factory):
     """The flow's own run over the week of klines (tables dropped first)."""
-    from connectors.schema import TABLES
-
-    for t in TABLES:
-        questdb.http.exec(f"DROP TABLE IF EXISTS {t.name}")
+    drop_tables(questdb.http)
     config = write_config(tmp_path_factory.mktemp("live") / "week.toml")
     run_flow(questdb, config)
     return questdb, config

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from connectors.questdb_server import free_port
+from connectors.questdb_sink import drop_tables
 from connectors.schema import TABLES
 from flows.config import load
 from tests.conftest import REPO, run_flow
@@ -52,14 +53,11 @@ def snapshot(http) -> dict[str, pd.DataFrame]:
     return out
 
 
-def drop_all(http) -> None:
-    for t in TABLES:
-        http.exec(f"DROP TABLE IF EXISTS {t.name}")
 
 
 @pytest.fixture(scope="module")
 def week(questdb):
-    drop_all(questdb.http)
+    drop_tables(questdb.http)
     run_flow(questdb, WEEK)
     return questdb
 
@@ -151,14 +149,14 @@ def _two_processes(questdb) -> None:
 
 def test_workers_and_processes_write_the_rows_of_one_worker(questdb):
     http = questdb.http
-    drop_all(http)
+    drop_tables(http)
     run_flow(questdb, DEMO)
     one = snapshot(http)
     assert len(one["ticks"]) == 24_356 and len(one["pair_analytics"]) > 400
-    drop_all(http)
+    drop_tables(http)
     run_flow(questdb, DEMO, "-w", "2")
     two_workers = snapshot(http)
-    drop_all(http)
+    drop_tables(http)
     _two_processes(questdb)
     two_procs = snapshot(http)
     for name in COMPARED:

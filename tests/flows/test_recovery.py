@@ -28,12 +28,12 @@ import pandas as pd
 import pytest
 
 from connectors.questdb_server import QuestDBServer
-from connectors.questdb_sink import ensure_tables
+from connectors.questdb_sink import drop_tables, ensure_tables
 from flows.cli import init_recovery
 from tests.conftest import REPO, run_flow
 from tests.fakes.exchange import FakeBinance
 from tests.fakes.tape import load_frames
-from tests.flows.test_pairs import COMPARED, drop_all, snapshot
+from tests.flows.test_pairs import COMPARED, snapshot
 
 SPEED = 20  # the 8 minute tape in ~24 s
 UNTIL = "2024-07-19T00:05:00Z"  # both symbols trade after it (the tape ends 00:05:02.28)
@@ -132,7 +132,7 @@ def tail(log: Path) -> str:
 
 
 def uninterrupted(qdb, frames, tmp: Path) -> dict[str, pd.DataFrame]:
-    drop_all(qdb.http)
+    drop_tables(qdb.http)
     with FakeBinance(frames, speed=SPEED) as fake:
         config = write_config(tmp / "live.toml", fake)
         code, _ = run_live(qdb, config, fake, (), tmp / "flow.log")
@@ -171,7 +171,7 @@ def test_kill_9_at_five_points_and_resume_writes_the_rows_of_one_run(
     killed before it ever committed a snapshot holding a trade id has no position to resume
     from, and starts afresh at the live edge, like a first start (a known limit, see the
     issue 9 note), so it could not equal a run that started earlier."""
-    drop_all(questdb.http)
+    drop_tables(questdb.http)
     ensure_tables(questdb.conf)  # the killer polls the ticks table from the start
     rec = tmp_path / "recovery"
     init_recovery(rec)
@@ -264,6 +264,6 @@ def test_soak_replay_with_garbage_kill_and_questdb_restart(questdb, tmp_path):
     assert counts["pair_analytics"] > 1_400 and counts["alerts"] > 0
     config = tmp_path / "soak.toml"
     config.write_text(config.read_text().replace("speed = 100", "speed = 0"))
-    drop_all(questdb.http)
+    drop_tables(questdb.http)
     run_flow(questdb, config)
     assert_same_tables(snapshot(questdb.http), faulty, "soak with faults, paced")

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import pytest
 
+from connectors.questdb_sink import drop_tables
 from tests.grafana import filler
 
 
 @pytest.fixture(scope="module")
 def grafana_tables(questdb) -> filler.Filled:
-    from connectors.schema import TABLES
-
-    for t in TABLES:
-        questdb.http.exec(f"DROP TABLE IF EXISTS {t.name}")
+    drop_tables(questdb.http)
     return filler.fill(questdb)
