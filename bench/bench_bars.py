@@ -23,8 +23,8 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from connectors.frames import csv_trade_to_tick
 from flows.bars import bars
-from flows.ohlcv import SymbolBars
-from flows.records import Tick, TickBatch
+from pairstream.ohlcv import SymbolBars
+from pairstream.records import Tick, TickBatch
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 WINDOW = "2024-07-18T23-57_2024-07-19T00-05"

@@ -16,8 +16,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flows.config import AnalyticsConfig  # noqa: E402
-from flows.estimators import PairEstimator, adf_pvalue  # noqa: E402
+from pairstream.config import AnalyticsConfig  # noqa: E402
+from pairstream.estimators import PairEstimator, adf_pvalue  # noqa: E402
 
 KLINES = ROOT / "data" / "klines"
 

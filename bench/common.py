@@ -21,7 +21,7 @@ from typing import Any, Optional
 import orjson
 
 from connectors.questdb_server import QuestDBServer
-from flows.config import Config, parse
+from pairstream.config import Config, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"

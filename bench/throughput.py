@@ -45,7 +45,7 @@ from bench.common import (
     write_frame_file,
 )
 from connectors.questdb_sink import drop_tables, ensure_tables
-from flows.config import AnalyticsConfig
+from pairstream.config import AnalyticsConfig
 
 TFS = {"1s": "1s", "1m": "1min", "5m": "5min"}
 
@@ -150,7 +150,7 @@ def batch_bars(ticks: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def batch_analytics(bars: dict[str, pd.DataFrame], cfg: AnalyticsConfig) -> int:
-    from tests.flows.reference import reference_analytics
+    from tests.reference import reference_analytics
 
     rows = 0
     for _tf, b in bars.items():

@@ -8,11 +8,11 @@ symbol; a resumed partition backfills from there over REST, so a restart loses n
 
 Records yielded (a mix, in order per symbol):
 
-* :class:`~flows.records.Tick` — every trade exactly once, in trade-id order per symbol;
-* :class:`~flows.records.Progress` ``(symbol, now)`` — at most ``1/progress_interval`` per
+* :class:`~pairstream.records.Tick` — every trade exactly once, in trade-id order per symbol;
+* :class:`~pairstream.records.Progress` ``(symbol, now)`` — at most ``1/progress_interval`` per
   second per symbol, only while its feed is connected and no backfill is pending, so a bar
   window never closes over a gap;
-* :class:`~flows.records.Health` — per symbol once per clock second (``ts`` = the second): the
+* :class:`~pairstream.records.Health` — per symbol once per clock second (``ts`` = the second): the
   interval's ``ticks``, ``reconnects``, ``gaps``, ``backfilled``, ``malformed`` and ``lag_ms``
   (now − ``T`` of the newest tick). Malformed frames that name no symbol are reported under
   symbol ``"*"``.
@@ -31,7 +31,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.binance_rest import BinanceRest
 from connectors.binance_ws import Clock, Feed, wall_clock
-from flows.records import Health, Progress, Tick
+from pairstream.records import Health, Progress, Tick
 
 log = logging.getLogger("pairstream.binance")
 

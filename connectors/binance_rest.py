@@ -22,7 +22,7 @@ from typing import Any, Optional
 import orjson
 
 from connectors.frames import MalformedFrame, csv_trade_to_tick, rest_agg_to_tick
-from flows.records import Tick
+from pairstream.records import Tick
 
 log = logging.getLogger("pairstream.binance")
 

@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from connectors.binance_rest import BinanceRest, row_to_tick
 from connectors.frames import EPOCH, MAX_FRAME_BYTES, MalformedFrame, dt_to_ms, parse_frame
-from flows.records import Health, Progress, Tick
+from pairstream.records import Health, Progress, Tick
 
 log = logging.getLogger("pairstream.binance")
 

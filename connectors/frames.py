@@ -1,4 +1,4 @@
-"""Binance trade messages → :class:`~flows.records.Tick`.
+"""Binance trade messages → :class:`~pairstream.records.Tick`.
 
 One parser for every way trades reach us: live WebSocket frames (combined-stream wrapper or
 bare event), recorded frame files, REST ``/fapi/v1/aggTrades`` rows and data.binance.vision CSV
@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import orjson
 
-from flows.records import EPOCH, Tick
+from pairstream.records import EPOCH, Tick
 
 UTC = timezone.utc
 MAX_FRAME_BYTES = 64 * 1024  # a trade frame is ~250 bytes; anything huge is hostile

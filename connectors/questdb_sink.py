@@ -30,7 +30,7 @@ from questdb import Sender
 
 from connectors.questdb_http import QuestDBError, QuestDBHttp
 from connectors.schema import BY_NAME, BY_RECORD, TABLES, Table, table_for
-from flows.records import TickBatch
+from pairstream.records import TickBatch
 
 log = logging.getLogger("pairstream.questdb")
 

@@ -2,7 +2,7 @@
 
 Reads data.binance.vision dumps (``trades``, ``aggTrades`` and ``klines`` CSV, with or without
 header) and recorded WebSocket frame files (lines ``<recv_ts_ns> <json>``, optionally gzipped).
-Trades become :class:`~flows.records.Tick`; kline rows become :class:`~flows.records.Bar`
+Trades become :class:`~pairstream.records.Tick`; kline rows become :class:`~pairstream.records.Bar`
 directly (offline OHLC mode). Files naming the same symbols form one partition and are read in
 name order, so each symbol's ticks stay in time order; the snapshot is the position reached, so
 a recovered flow resumes where it stopped.
@@ -27,7 +27,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.frames import MalformedFrame, csv_trade_to_tick, ms_to_dt, parse_frame
 from connectors.trade_block import TradeColumns, trade_columns
-from flows.records import Bar, Progress, Tick, TickBatch
+from pairstream.records import Bar, Progress, Tick, TickBatch
 
 log = logging.getLogger("pairstream.replay")
 UTC = timezone.utc
@@ -137,7 +137,9 @@ def _kline_bar(symbol: str, row: dict[str, str]) -> Bar:
 
 
 @dataclass(frozen=True)
-class _FileSpec:
+class FileSpec:
+    """One input file: its path, what it holds, and (for CSV dumps) its symbol."""
+
     path: str
     kind: str  # "frames" | "trades" | "klines"
     symbol: Optional[str]  # CSV files: the one symbol they hold
@@ -152,7 +154,7 @@ def _frame_line(line: bytes | str) -> Optional[Tick] | MalformedFrame:
         return e
 
 
-def _read_file(spec: _FileSpec, skip: int) -> Iterator[tuple[int, Any]]:
+def read_file(spec: FileSpec, skip: int) -> Iterator[tuple[int, Any]]:
     """(line number, Tick | Bar | None | MalformedFrame) for every data line after ``skip``."""
     with _open_text(spec.path) as fh:
         if spec.kind == "frames":
@@ -222,9 +224,9 @@ def _batches(cols: TradeColumns, wanted: frozenset[str], shift_us: int) -> list[
     return out
 
 
-def _classify(path: str, symbols: Sequence[str]) -> _FileSpec:
+def _classify(path: str, symbols: Sequence[str]) -> FileSpec:
     if _is_frame_file(path):
-        return _FileSpec(path, "frames", None)
+        return FileSpec(path, "frames", None)
     found = symbols_in_name(path, symbols)
     if len(found) != 1:
         raise ReplayError(
@@ -233,13 +235,13 @@ def _classify(path: str, symbols: Sequence[str]) -> _FileSpec:
     with _open_text(path) as fh:
         first = fh.readline()
     kind = "klines" if ("open_time" in first or first.count(",") == 11) else "trades"
-    return _FileSpec(path, kind, found[0])
+    return FileSpec(path, kind, found[0])
 
 
 class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
     def __init__(
         self,
-        files: list[_FileSpec],
+        files: list[FileSpec],
         symbols: tuple[str, ...],
         wanted: Sequence[str],
         resume: Optional[tuple[int, int]],
@@ -276,7 +278,7 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
     def _next_record(self) -> Optional[tuple[int, Any]]:
         while self._file_idx < len(self._files):
             if self._iter is None:
-                self._iter = _read_file(self._files[self._file_idx], self._line)
+                self._iter = read_file(self._files[self._file_idx], self._line)
             nxt = next(self._iter, None)
             if nxt is not None:
                 return nxt
@@ -417,8 +419,8 @@ def count_records(paths: Sequence[str]) -> int:
     return total
 
 
-def _first_time(spec: _FileSpec) -> Optional[datetime]:
-    for _, rec in _read_file(spec, 0):
+def _first_time(spec: FileSpec) -> Optional[datetime]:
+    for _, rec in read_file(spec, 0):
         if isinstance(rec, (Tick, Bar)):
             return rec.ts
     return None
@@ -448,7 +450,7 @@ class ReplaySource(FixedPartitionedSource[Any, tuple[int, int]]):
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         files = [_classify(p, symbols) for p in expand_paths(paths)]
-        groups: dict[str, list[_FileSpec]] = {}
+        groups: dict[str, list[FileSpec]] = {}
         for f in files:
             syms = (f.symbol,) if f.symbol else symbols_in_name(f.path, symbols)
             key = "+".join(syms) or os.path.basename(f.path)
@@ -477,7 +479,7 @@ class ReplaySource(FixedPartitionedSource[Any, tuple[int, int]]):
         for files in self._groups.values():
             for f in files:
                 if f.kind == "klines":
-                    for _, rec in _read_file(f, 0):
+                    for _, rec in read_file(f, 0):
                         if isinstance(rec, Bar):
                             tfs.add(rec.tf)
                             break

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from flows.records import (
+from pairstream.records import (
     AlertEvent,
     Analytics,
     BacktestResult,

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from connectors.frames import MAX_T, MIN_T
-from flows.jit import compiled
+from pairstream.jit import compiled
 
 # A line after its `<recv_ns>` prefix: fixed text then a field, eight times (the last
 # field is the maker flag, `true}}\n` or `false}}\n`).

@@ -7,9 +7,9 @@ from typing import Optional
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
-from flows.config import Config
-from flows.estimators import PairEstimator
-from flows.records import Analytics, PairBar
+from pairstream.config import Config
+from pairstream.estimators import PairEstimator
+from pairstream.records import Analytics, PairBar
 
 
 @operator

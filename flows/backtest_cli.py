@@ -2,8 +2,8 @@
 
 Bars come from QuestDB (table ``bars``, both legs of one pair at one timeframe, optionally a
 time range) or from two Binance kline CSV files (``--klines Y.csv X.csv``, read by the replay
-connector's own kline parser). The maths is :mod:`flows.backtest`; this module is the I/O.
-Every user-caused problem raises :class:`~flows.backtest.BacktestError` (one line).
+connector's own kline parser). The maths is :mod:`pairstream.backtest`; this module is the I/O.
+Every user-caused problem raises :class:`~pairstream.backtest.BacktestError` (one line).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from typing import Any, Optional
 from connectors.export import parse_time
 from connectors.frames import MalformedFrame
 from connectors.questdb_http import QuestDBError, QuestDBHttp
-from connectors.replay import _FileSpec, _read_file
-from flows.backtest import (
+from connectors.replay import FileSpec, read_file
+from flows.startup import load_config
+from pairstream.backtest import (
     PARAM_KEYS,
     BacktestError,
     BacktestResult,
@@ -36,9 +37,8 @@ from flows.backtest import (
     parse_grid,
     parse_value,
 )
-from flows.config import Config, ConfigError, tf_seconds
-from flows.records import Bar, PairBar
-from flows.startup import load_config
+from pairstream.config import Config, ConfigError, tf_seconds
+from pairstream.records import Bar, PairBar
 
 UTC = timezone.utc
 _PAIR = re.compile(r"^([A-Z0-9]{2,30})/([A-Z0-9]{2,30})$")
@@ -81,7 +81,7 @@ def read_klines(path: str, symbol: str) -> list[Bar]:
     if not os.path.isfile(path):
         raise BacktestError(f"--klines: {path} does not exist")
     out: list[Bar] = []
-    for n, rec in _read_file(_FileSpec(path, "klines", symbol), 0):
+    for n, rec in read_file(FileSpec(path, "klines", symbol), 0):
         if isinstance(rec, MalformedFrame):
             raise BacktestError(f"--klines: {path} line {n}: {rec} (not a Binance kline CSV?)")
         out.append(rec)

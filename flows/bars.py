@@ -6,9 +6,9 @@ advances with wall time, so after a restart the backfilled ticks arrive "late" a
 an emitted window and yields a second, partial bar; the worker spins between bars (Bytewax
 issue 578); and the per-tick Python cost is high. Instead a keyed ``stateful_batch`` step (the
 low-level form of ``op.stateful``: same ``on_notify``/``on_eof``/``notify_at``/``snapshot``
-contract, one call per batch instead of per item) drives a pure :class:`flows.ohlcv.SymbolBars`
+contract, one call per batch instead of per item) drives a pure :class:`pairstream.ohlcv.SymbolBars`
 per symbol whose watermark is data progress only: ``max(latest tick time, latest Progress
-time) − lateness``. Sources emit :class:`~flows.records.Progress` ("this symbol's feed is
+time) − lateness``. Sources emit :class:`~pairstream.records.Progress` ("this symbol's feed is
 complete up to ts") so a silent symbol's bars still close; a replay needs none, because at end
 of input every open bar is emitted. Nothing depends on wall time (``notify_at`` is never set),
 so the worker is idle between items, and state is snapshotted with the recovery epoch, so a
@@ -27,9 +27,9 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
-from flows.config import tf_seconds
-from flows.ohlcv import Rollup, SymbolBars
-from flows.records import Bar, Health, Progress, Tick, TickBatch
+from pairstream.config import tf_seconds
+from pairstream.ohlcv import Rollup, SymbolBars
+from pairstream.records import Bar, Health, Progress, Tick, TickBatch
 
 
 @dataclass(frozen=True)

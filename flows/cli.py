@@ -22,8 +22,8 @@ from connectors.questdb_http import QuestDBHttp, parse_conf
 from connectors.questdb_server import ROOT, QuestDBServer
 from flows.backtest_cli import add_args as bt_args
 from flows.backtest_cli import cmd_backtest
-from flows.config import Config
 from flows.startup import checked, fail, load_config, setup_logging, tune_gc, warm_kernels
+from pairstream.config import Config
 
 DEMO_CONFIG = ROOT / "config" / "demo.toml"
 LOCAL_DATA = ROOT / "var" / "questdb"

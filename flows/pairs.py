@@ -23,14 +23,15 @@ from bytewax.inputs import Source
 
 from connectors.questdb_sink import QuestDBSink, check_reachable, ensure_tables, to_questdb
 from connectors.replay import ReplaySource
-from flows.alerting import alerts, load_rules
+from flows.alerting import alerts
 from flows.align import align_pairs
 from flows.analytics import pair_analytics
 from flows.bars import bars, rollup_bars
-from flows.config import Config
-from flows.records import Bar, Health, Progress, Tick, TickBatch
 from flows.signals import signals
 from flows.startup import checked, load_config, setup_logging, tune_gc, warm_kernels
+from pairstream.alerts import load_rules
+from pairstream.config import Config
+from pairstream.records import Bar, Health, Progress, Tick, TickBatch
 
 
 def make_source(cfg: Config) -> Source[Any]:

@@ -17,8 +17,8 @@ from connectors.export import ExportError
 from connectors.questdb_http import QuestDBError
 from connectors.questdb_server import LauncherError
 from connectors.replay import ReplayError
-from flows.backtest import BacktestError
-from flows.config import Config, ConfigError, load
+from pairstream.backtest import BacktestError
+from pairstream.config import Config, ConfigError, load
 
 T = TypeVar("T")
 USER_ERRORS = (ConfigError, QuestDBError, ReplayError, LauncherError, ExportError, BacktestError)
@@ -59,7 +59,7 @@ def warm_kernels() -> None:
     import numpy as np
 
     from connectors.trade_block import trade_columns
-    from flows.estimators import adf_pvalue, ols_beta_alpha, pearson, zscore
+    from pairstream.estimators import adf_pvalue, ols_beta_alpha, pearson, zscore
 
     w = np.linspace(1.0, 2.0, 12) ** 2
     ols_beta_alpha(w, w[::-1].copy())

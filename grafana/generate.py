@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # ``python grafana/generate.py`` as well as ``-m``
     sys.path.insert(0, str(ROOT))
 
-from flows.config import Config, load  # noqa: E402
+from pairstream.config import Config, load  # noqa: E402
 
 OUT = ROOT / "grafana" / "dashboards"
 DS_TYPE = "questdb-questdb-datasource"
@@ -235,7 +235,7 @@ PAIR_TF = "pair = '$pair' AND tf = '$tf'"
 
 def tf_seconds_sql(cfg: Config) -> str:
     """The bar length of ``$tf`` in seconds, as a SQL expression."""
-    from flows.config import tf_seconds
+    from pairstream.config import tf_seconds
 
     whens = " ".join(f"WHEN '{tf}' THEN {tf_seconds(tf)}" for tf in cfg.timeframes)
     return f"CASE '$tf' {whens} END"

@@ -19,7 +19,7 @@ from bytewax.testing import TestingSink, run_main
 
 from connectors.binance import BinanceSource
 from connectors.frames import csv_trade_to_tick, rest_agg_to_tick
-from flows.records import Health, Progress, Tick
+from pairstream.records import Health, Progress, Tick
 from tests.fakes.exchange import FakeBinance, Faults
 from tests.fakes.tape import SYMBOLS_A, aggregate, load_csv
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from connectors.binance_rest import BinanceRest
 from connectors.binance_ws import UNATTRIBUTED, Feed
 from connectors.frames import ms_to_dt, parse_frame
-from flows.records import Tick
+from pairstream.records import Tick
 
 CAPTURE = Path(__file__).parent / "data" / (
     "futures-um-ws-aggTrade+kline-combined-frames-SUSHI-AKRO-KEEP-CTK-2021-07-22"

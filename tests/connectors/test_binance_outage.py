@@ -14,7 +14,7 @@ from bytewax.testing import TestingSink, run_main
 
 from connectors.binance import BinanceSource
 from connectors.binance_rest import BinanceRest
-from flows.records import Health, Progress, Tick
+from pairstream.records import Health, Progress, Tick
 from tests.fakes.exchange import FakeBinance, Faults, refused_port
 
 LINE = re.compile(r"binance conn-0: (.+); reconnect attempt (\d+) in (\d+\.\d\d)s$")

@@ -11,7 +11,7 @@ import orjson
 from connectors.binance_rest import BinanceRest
 from connectors.binance_ws import BACKFILL, SYNCED, VERIFY, Feed, Sequencer, backoff_delay
 from connectors.frames import ms_to_dt
-from flows.records import Health, Progress, Tick
+from pairstream.records import Health, Progress, Tick
 
 T0 = 1721347022000
 

@@ -13,7 +13,7 @@ from connectors.frames import dt_to_ms
 from connectors.questdb_server import QuestDBServer
 from connectors.questdb_sink import QuestDBSink
 from connectors.replay import ReplaySource
-from flows.records import TickBatch, expand_ticks
+from pairstream.records import TickBatch, expand_ticks
 from tests.conftest import REPO, SAMPLE
 
 FRAMES = str(SAMPLE / "futures-um-ws-trade-frames-BTCUSDT+ETHUSDT-merged-*.txt.gz")

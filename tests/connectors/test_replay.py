@@ -13,7 +13,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
 from connectors.replay import ReplayError, ReplaySource
-from flows.records import Bar, Progress, Tick, expand_ticks
+from pairstream.records import Bar, Progress, Tick, expand_ticks
 from tests.conftest import SAMPLE
 
 SYMS = ["BTCUSDT", "ETHUSDT"]

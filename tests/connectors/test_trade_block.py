@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from connectors.frames import MalformedFrame, ms_to_dt, parse_frame
 from connectors.trade_block import MAX_SYMBOLS, trade_columns
-from flows.records import Tick
+from pairstream.records import Tick
 from tests.connectors.test_frames import FRAMES, VALUES
 
 LINES = [line for _, line in zip(range(300), gzip.open(FRAMES, "rb"))]

@@ -1,83 +1,18 @@
-"""Pair alignment: interleaving-independent, forward-filled, shared symbols fan out."""
+"""The align_pairs operator fans shared symbols out and equals PairAligner per pair."""
 
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
 
 import bytewax.operators as op
-import pandas as pd
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from flows.align import PairAligner, align_pairs
-from flows.config import PairConfig
-from flows.records import Bar, PairBar
-
-T0 = datetime(2024, 7, 1, tzinfo=timezone.utc)
-
-
-def bar(sym: str, minute: int, close: float, tf: str = "1m") -> Bar:
-    ts = T0 + timedelta(minutes=minute)
-    return Bar(sym, tf, ts, close, close, close, close, 1.0, close, 1, 0.5, close, False)
-
-
-def pandas_reference(y_bars: list[Bar], x_bars: list[Bar]) -> list[PairBar]:
-    """Outer join on ts, forward fill, keep intervals both legs have reached."""
-    if not y_bars or not x_bars:
-        return []
-    y = pd.Series({b.ts: b.close for b in y_bars}, dtype=float)
-    x = pd.Series({b.ts: b.close for b in x_bars}, dtype=float)
-    df = pd.concat({"y": y, "x": x}, axis=1, sort=True).sort_index().ffill().dropna()
-    df = df[df.index <= min(y.index.max(), x.index.max())]
-    return [PairBar("Y/X", "1m", ts.to_pydatetime(), r.y, r.x) for ts, r in df.iterrows()]
-
-
-legs = st.lists(st.integers(0, 40), unique=True, max_size=25).map(sorted)
-
-
-@settings(max_examples=200, deadline=None)
-@given(ys=legs, xs=legs, seed=st.integers(0, 2**32 - 1))
-def test_any_interleaving_gives_the_reference(ys: list[int], xs: list[int], seed: int) -> None:
-    y_bars = [bar("Y", m, 100.0 + m) for m in ys]
-    x_bars = [bar("X", m, 10.0 + m / 8) for m in xs]
-    # a random merge that keeps each leg's own order
-    rng = random.Random(seed)
-    labels = ["y"] * len(y_bars) + ["x"] * len(x_bars)
-    rng.shuffle(labels)
-    iy, ix = iter(y_bars), iter(x_bars)
-    merged = [next(iy) if lb == "y" else next(ix) for lb in labels]
-
-    results = []
-    for order in (merged, y_bars + x_bars, x_bars + y_bars):
-        al = PairAligner("Y", "X", "1m")
-        results.append([pb for b in order for pb in al.push(b)])
-    assert results[0] == results[1] == results[2]
-    assert results[0] == pandas_reference(y_bars, x_bars)
-    ts = [pb.ts for pb in results[0]]
-    assert ts == sorted(set(ts))  # strictly increasing
-
-
-def test_silent_leg_is_forward_filled_and_duplicates_ignored() -> None:
-    al = PairAligner("Y", "X", "1m")
-    out = []
-    for b in [bar("Y", 0, 1.0), bar("X", 0, 2.0), bar("Y", 1, 3.0), bar("Y", 2, 4.0),
-              bar("Y", 2, 99.0), bar("X", 3, 5.0), bar("Y", 3, 6.0)]:  # fmt: skip
-        out += al.push(b)
-    assert [(pb.ts.minute, pb.y, pb.x) for pb in out] == [
-        (0, 1.0, 2.0), (1, 3.0, 2.0), (2, 4.0, 2.0), (3, 6.0, 5.0)
-    ]  # fmt: skip
-    assert al.ignored == 1
-
-
-def test_nothing_before_both_first_bars() -> None:
-    al = PairAligner("Y", "X", "1m")
-    out = [pb for b in [bar("Y", 0, 1.0), bar("Y", 1, 2.0), bar("Y", 2, 3.0)] for pb in al.push(b)]
-    assert out == []
-    out = al.push(bar("X", 1, 7.0))
-    assert [(pb.ts.minute, pb.y, pb.x) for pb in out] == [(1, 2.0, 7.0)]
+from flows.align import align_pairs
+from pairstream.align import PairAligner
+from pairstream.config import PairConfig
+from pairstream.records import PairBar
+from tests.pairstream.test_align import bar  # noqa: F401
 
 
 def test_align_pairs_operator_with_shared_symbols() -> None:
@@ -107,13 +42,3 @@ def test_align_pairs_operator_with_shared_symbols() -> None:
             ]
             assert got == want and len(got) == 30
     assert {pb.pair for pb in out} == {p.id for p in pairs}  # XRP is in no pair
-
-
-def test_state_survives_pickling() -> None:
-    import pickle
-
-    al = PairAligner("Y", "X", "1m")
-    al.push(bar("Y", 0, 1.0))
-    al.push(bar("Y", 1, 2.0))
-    al = pickle.loads(pickle.dumps(al))
-    assert [(pb.ts.minute, pb.y, pb.x) for pb in al.push(bar("X", 1, 5.0))] == [(1, 2.0, 5.0)]

@@ -15,9 +15,9 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from flows.align import align_pairs
 from flows.analytics import pair_analytics
-from flows.config import parse
-from flows.records import Analytics, Bar, PairBar
-from tests.flows.reference import (
+from pairstream.config import parse
+from pairstream.records import Analytics, Bar, PairBar
+from tests.reference import (
     assert_analytics_equal,
     load_klines,
     load_pair_closes,

@@ -19,10 +19,10 @@ import pytest
 
 from connectors.questdb_server import free_port
 from connectors.questdb_sink import drop_tables
-from flows.backtest import ParamSet, align, simulate
 from flows.backtest_cli import read_klines
 from flows.cli import main
-from flows.config import load
+from pairstream.backtest import ParamSet, align, simulate
+from pairstream.config import load
 from tests.conftest import REPO, run_flow
 
 KLINES = REPO / "data" / "klines"

@@ -17,8 +17,8 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from flows.bars import bars, rollup_bars
-from flows.records import Bar, Health, Progress, Tick
-from tests.flows.test_ohlcv import (
+from pairstream.records import Bar, Health, Progress, Tick
+from tests.pairstream.test_ohlcv import (
     COMPLETE_A,
     SYMBOLS,
     TFS,

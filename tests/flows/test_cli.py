@@ -10,7 +10,7 @@ from dataclasses import replace
 from connectors.questdb_http import QuestDBHttp
 from connectors.questdb_server import free_port
 from flows import cli
-from flows.config import QuestDBConfig, parse
+from pairstream.config import QuestDBConfig, parse
 from tests.conftest import REPO
 
 

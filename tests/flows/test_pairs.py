@@ -22,9 +22,9 @@ import pytest
 from connectors.questdb_server import free_port
 from connectors.questdb_sink import drop_tables
 from connectors.schema import TABLES
-from flows.config import load
+from pairstream.config import load
 from tests.conftest import REPO, run_flow
-from tests.flows.reference import (
+from tests.reference import (
     assert_analytics_equal,
     load_pair_closes,
     reference_analytics,
@@ -168,8 +168,14 @@ def test_replay_fills_bars_with_exactly_the_bars_of_the_ticks(window_a):
     """The bars table after `python -m bytewax.run flows.pairs` on window A: the pure bar
     logic's rows (pinned to klines and pandas in test_ohlcv), each (ts, symbol, tf) once, and
     the official klines for every complete minute."""
-    from tests.flows.test_ohlcv import COMPLETE_A, KLINE_FIELDS, bars_of, load_klines, load_ticks
-    from tests.flows.test_ohlcv import run as pure_bars
+    from tests.pairstream.test_ohlcv import (
+        COMPLETE_A,
+        KLINE_FIELDS,
+        bars_of,
+        load_klines,
+        load_ticks,
+    )
+    from tests.pairstream.test_ohlcv import run as pure_bars
 
     http = window_a.http
     cfg = load(DEMO)

@@ -1,94 +1,21 @@
-"""SignalMachine against the array reference on the week's analytics; the Bytewax operator.
-
-Tolerance: positions and actions exact; pnl, fees and cum_pnl within 1e-12 relative to the
-price level (|y|) — in practice they are bit-identical.
-"""
+"""The signals operator runs one SignalMachine per pair+timeframe, as the machine alone does."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 import bytewax.operators as op
-import numpy as np
-import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from flows.config import AnalyticsConfig, Config, SignalsConfig
-from flows.estimators import PairEstimator
-from flows.records import Analytics
-from flows.signals import SignalMachine, signals
-from tests.flows.reference import load_pair_closes, reference_signals
+from flows.signals import signals
+from pairstream.config import Config, SignalsConfig
+from pairstream.records import Analytics
+from pairstream.signals import SignalMachine
+from tests.pairstream.test_signals import analytics  # noqa: F401
 
 
-@pytest.fixture(scope="module")
-def analytics() -> list[Analytics]:
-    df = load_pair_closes()
-    est = PairEstimator(AnalyticsConfig(adf_every=50), "BTCUSDT/ETHUSDT", "1m")
-    return [est.update(t.to_pydatetime(), y, x) for t, y, x in zip(df.ts, df.y, df.x)]
-
-
-def _nan(v):
-    return np.nan if v is None else v
-
-
-CONFIGS = {
-    "default": SignalsConfig(),
-    "stop": SignalsConfig(entry=2.0, exit=0.5, stop=3.0),
-    "z_kf": SignalsConfig(entry=1.5, exit=0.2, use="z_kf"),
-    "no_fees": SignalsConfig(entry=1.0, exit=0.5, fee_bps=0.0),
-}
-
-
-@pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_matches_reference_on_the_week(name: str, analytics: list[Analytics]) -> None:
-    cfg = CONFIGS[name]
-    m = SignalMachine(cfg)
-    got = [m.update(a) for a in analytics]
-    z = np.array([_nan(a.zscore if cfg.use == "zscore" else a.z_kf) for a in analytics])
-    beta = np.array([_nan(a.beta) for a in analytics])
-    y = np.array([a.y for a in analytics])
-    x = np.array([a.x for a in analytics])
-    ref = reference_signals(z, beta, y, x, cfg)
-    assert [s.position for s in got] == ref["position"].tolist()
-    assert [s.action for s in got] == ref["action"].tolist()
-    for col in ("pnl", "fees", "cum_pnl"):
-        a = np.array([getattr(s, col) for s in got])
-        np.testing.assert_allclose(a, ref[col].to_numpy(), rtol=0, atol=1e-12 * np.abs(y).max())
-    actions = {s.action for s in got}
-    assert {"enter_long", "enter_short", "exit"} <= actions  # trades happened
-    if cfg.stop is not None:
-        assert "stop" in actions
-    if cfg.fee_bps == 0:
-        assert all(s.fees == 0 for s in got)
-    else:
-        assert sum(s.fees > 0 for s in got) >= 4
-    held = [s for s in got if s.position != 0]
-    assert held and all(s.beta is not None for s in held)
-
-
-@pytest.mark.parametrize("exit_level", [0.3, 0.0])
-def test_after_a_stop_waits_for_the_exit_crossing(analytics: list[Analytics], exit_level) -> None:
-    """Stopped out, the machine stays flat until z crosses the exit level on the stopped side
-    (a stopped short: z ≤ exit; a stopped long: z ≥ −exit), then trades again."""
-    cfg = SignalsConfig(entry=1.5, exit=exit_level, stop=2.0)
-    m = SignalMachine(cfg)
-    got = [m.update(a) for a in analytics]
-    stops = [i for i, s in enumerate(got) if s.action == "stop"]
-    assert stops
-    for i in stops:
-        side = got[i - 1].position  # -1: a short was stopped, +1: a long
-        j = i + 1
-        while j < len(got) and (
-            got[j].zscore is None or -side * got[j].zscore > cfg.exit
-        ):
-            assert got[j].position == 0 and got[j].action == "hold"
-            j += 1
-    entries_after_stops = [s for s in got[stops[0] + 1 :] if s.action.startswith("enter")]
-    assert entries_after_stops  # released: trading goes on after the first stop
-
-
-def test_operator_matches_machine(analytics: list[Analytics]) -> None:
+def test_operator_matches_machine(analytics: list[Analytics]) -> None:  # noqa: F811
     rows = analytics[:600] + [replace(a, tf="5m") for a in analytics[:300]]
     cfg = Config(signals=SignalsConfig(entry=1.5, exit=0.3))
     out: list = []

@@ -1,4 +1,4 @@
-"""Pure bar accumulation (:mod:`flows.ohlcv`) against Binance's own klines and pandas.
+"""Pure bar accumulation (:mod:`pairstream.ohlcv`) against Binance's own klines and pandas.
 
 References, never hand-computed numbers: the official 1m klines of window A (compared as
 ``float(kline_string) == ours``, exactly), a pandas resample of the same trade CSV with
@@ -22,8 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.frames import csv_trade_to_tick, ms_to_dt
-from flows.ohlcv import Rollup, SymbolBars, to_scaled
-from flows.records import Bar, Health, Progress, Tick
+from pairstream.ohlcv import Rollup, SymbolBars, to_scaled
+from pairstream.records import Bar, Health, Progress, Tick
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample"

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.backtest import (
+from pairstream.backtest import (
     BacktestError,
     ParamSet,
     align,
@@ -24,10 +24,10 @@ from flows.backtest import (
     parse_grid,
     simulate,
 )
-from flows.config import AnalyticsConfig, SignalsConfig
-from flows.records import Analytics, Bar, PairBar
-from flows.signals import SignalMachine
-from tests.flows.reference import load_pair_closes, reference_analytics, reference_signals
+from pairstream.config import AnalyticsConfig, SignalsConfig
+from pairstream.records import Analytics, Bar, PairBar
+from pairstream.signals import SignalMachine
+from tests.reference import load_pair_closes, reference_analytics, reference_signals
 
 PAIR, TF = "BTCUSDT/ETHUSDT", "1m"
 

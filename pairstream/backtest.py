@@ -1,11 +1,11 @@
 """Backtest: the live estimator and signal code run over stored bars, one parameter set at a time.
 
 Nothing here re-implements a rule: each parameter set feeds the aligned closes through
-:class:`~flows.estimators.PairEstimator` and :class:`~flows.signals.SignalMachine` exactly as
-the flow does (legs aligned by :class:`~flows.align.PairAligner`), so a backtest over the bars
-the flow saw reproduces the ``signals`` table. Sets sharing analytics settings share one pass
-of the estimators (signals do not change them), and distinct analytics settings can run in
-parallel processes; results keep the order of the grid.
+:class:`~pairstream.estimators.PairEstimator` and :class:`~pairstream.signals.SignalMachine`
+exactly as the flow does (legs aligned by :class:`~pairstream.align.PairAligner`), so a backtest
+over the bars the flow saw reproduces the ``signals`` table. Sets sharing analytics settings share
+one pass of the estimators (signals do not change them), and distinct analytics settings can run
+in parallel processes; results keep the order of the grid.
 
 Metrics of one run over ``n`` bars, with ``pnl_t`` the per-bar paper PnL of the signals table
 (quote currency, one spread unit: 1 of y against ``b`` of x, fees included):
@@ -35,8 +35,8 @@ from datetime import datetime
 from multiprocessing import get_context
 from typing import Any, Optional
 
-from flows.config import AnalyticsConfig, ConfigError, SignalsConfig, parse, tf_seconds
-from flows.records import Analytics, BacktestResult, Bar, PairBar, Signal
+from pairstream.config import AnalyticsConfig, ConfigError, SignalsConfig, parse, tf_seconds
+from pairstream.records import Analytics, BacktestResult, Bar, PairBar, Signal
 
 # numpy and the live operators (align, estimators, signals) are imported where they run:
 # flows.startup imports BacktestError, and should not pull statsmodels and Bytewax into every
@@ -96,7 +96,7 @@ _INT = re.compile(r"^[+-]?\d+$")
 def parse_value(text: str) -> Any:
     """One value as typed: ``60`` → int, ``1.5`` → float, ``none`` → None, else the string.
 
-    Types are checked afterwards by the configuration's own rules (:func:`flows.config.parse`).
+    Types are checked afterwards by the configuration's own rules (:func:`pairstream.config.parse`).
     """
     t = text.strip()
     if t.lower() in ("none", "null", "off"):
@@ -159,7 +159,7 @@ def expand(
 ) -> list[ParamSet]:
     """The cartesian product of ``grid`` over the base settings with ``overrides`` applied.
 
-    Every set is checked by :func:`flows.config.parse` — the same rules as the config file —
+    Every set is checked by :func:`pairstream.config.parse` — the same rules as the config file —
     so a value the flow would refuse is refused here, in one line naming the grid point.
     """
     overrides = {normalize_key(k): v for k, v in (overrides or {}).items()}
@@ -189,7 +189,7 @@ def expand(
 
 def align(bars: Iterable[Bar], y: str, x: str, tf: str) -> list[PairBar]:
     """The PairBars the flow's aligner emits for these bars (either leg, any order)."""
-    from flows.align import PairAligner
+    from pairstream.align import PairAligner
 
     legs = {y: 0, x: 1}
     aligner = PairAligner(y, x, tf)
@@ -205,7 +205,7 @@ def align(bars: Iterable[Bar], y: str, x: str, tf: str) -> list[PairBar]:
 
 def analytics_rows(bars: Sequence[PairBar], cfg: AnalyticsConfig) -> list[Analytics]:
     """The ``pair_analytics`` rows of these bars: the flow's estimator, fresh at the first bar."""
-    from flows.estimators import PairEstimator
+    from pairstream.estimators import PairEstimator
 
     if not bars:
         return []
@@ -215,7 +215,7 @@ def analytics_rows(bars: Sequence[PairBar], cfg: AnalyticsConfig) -> list[Analyt
 
 def signal_rows(rows: Sequence[Analytics], cfg: SignalsConfig) -> list[Signal]:
     """The ``signals`` rows of these analytics: the flow's state machine, flat at the start."""
-    from flows.signals import SignalMachine
+    from pairstream.signals import SignalMachine
 
     m = SignalMachine(cfg)
     return [m.update(a) for a in rows]
@@ -246,7 +246,7 @@ def metrics(signals: Sequence[Signal], tf: str) -> Metrics:
     """The summary of one run (definitions in the module docstring)."""
     import numpy as np
 
-    from flows.signals import ENTER_LONG, ENTER_SHORT, EXIT, STOP
+    from pairstream.signals import ENTER_LONG, ENTER_SHORT, EXIT, STOP
 
     n = len(signals)
     pnl = np.array([s.pnl for s in signals], dtype=float)

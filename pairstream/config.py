@@ -16,7 +16,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PATH = ROOT / "pairstream.toml"
@@ -139,7 +142,7 @@ class Config:
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     analytics_by_tf: Mapping[str, AnalyticsConfig] = field(default_factory=dict)
     signals: SignalsConfig = field(default_factory=SignalsConfig)
-    # raw [[alerts]] tables; flows.alerting.load_rules checks them
+    # raw [[alerts]] tables; pairstream.alerts.load_rules checks them
     alerts: tuple[Mapping[str, Any], ...] = ()
     path: Optional[str] = None
 

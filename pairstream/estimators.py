@@ -1,6 +1,6 @@
 """Incremental rolling pair estimators for one pair and timeframe (no Bytewax here).
 
-:class:`PairEstimator` turns a stream of aligned closes into :class:`~flows.records.Analytics`
+:class:`PairEstimator` turns a stream of aligned closes into :class:`~pairstream.records.Analytics`
 rows whose every column is pinned to a reference library (see DESIGN.md "Semantics →
 Estimators"); ``tests/flows/reference.py`` rebuilds them with statsmodels, pandas and pykalman.
 
@@ -45,9 +45,9 @@ import numpy as np
 from scipy.special import ndtr
 from statsmodels.tsa.adfvalues import _tau_largeps, _tau_maxs, _tau_mins, _tau_smallps, _tau_stars
 
-from flows.config import AnalyticsConfig
-from flows.jit import compiled
-from flows.records import Analytics
+from pairstream.config import AnalyticsConfig
+from pairstream.jit import compiled
+from pairstream.records import Analytics
 
 _LN2 = math.log(2.0)
 _LOG_2PI = math.log(2.0 * math.pi)

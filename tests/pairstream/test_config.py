@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import Config, ConfigError, load, parse
+from pairstream.config import Config, ConfigError, load, parse
 from tests.conftest import REPO
 
 

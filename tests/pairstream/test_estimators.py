@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 from statsmodels.tsa.stattools import adfuller
 
-from flows.config import AnalyticsConfig
-from flows.estimators import PairEstimator, adf_pvalue, ols_beta_alpha, pearson, zscore
-from tests.flows.reference import (
+from pairstream.config import AnalyticsConfig
+from pairstream.estimators import PairEstimator, adf_pvalue, ols_beta_alpha, pearson, zscore
+from tests.reference import (
     assert_analytics_equal,
     load_pair_closes,
     reference_analytics,

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from flows.alerting import load_rules
-from flows.config import Config, ConfigError, PairConfig
-from flows.records import Analytics
-from flows.rules import MAX_DEPTH, MAX_LENGTH, METRICS, Condition, RuleError, parse_condition
+from pairstream.alerts import load_rules
+from pairstream.config import Config, ConfigError, PairConfig
+from pairstream.records import Analytics
+from pairstream.rules import MAX_DEPTH, MAX_LENGTH, METRICS, Condition, RuleError, parse_condition
 
 LEGS = ("BTCUSDT", "ETHUSDT")
 CFG = Config(
@@ -301,7 +301,7 @@ def test_fuzz_only_config_errors(text: str) -> None:
 
 
 def test_default_config_rule_loads() -> None:
-    from flows.config import load
+    from pairstream.config import load
 
     cfg = load()
     rules = load_rules(cfg)

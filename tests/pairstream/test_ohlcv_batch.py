@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.frames import csv_trade_to_tick, ms_to_dt
-from flows.ohlcv import SymbolBars
-from flows.records import Bar, Health, Progress, Tick, TickBatch
+from pairstream.ohlcv import SymbolBars
+from pairstream.records import Bar, Health, Progress, Tick, TickBatch
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 TFS = ("1s", "1m", "5m")

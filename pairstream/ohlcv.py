@@ -46,8 +46,8 @@ from typing import Optional, Union
 
 import numpy as np
 
-from flows.config import tf_seconds
-from flows.records import EPOCH, Bar, Health, Tick, TickBatch
+from pairstream.config import tf_seconds
+from pairstream.records import EPOCH, Bar, Health, Tick, TickBatch
 
 UTC = timezone.utc
 _US = timedelta(microseconds=1)

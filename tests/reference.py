@@ -2,7 +2,7 @@
 
 Built only from the libraries DESIGN.md pins the definitions to — statsmodels (RollingOLS,
 OLS, adfuller), pandas (rolling mean/std/corr) and pykalman — over whole series at once, so
-that the incremental code in :mod:`flows.estimators` and :mod:`flows.signals` is checked
+that the incremental code in :mod:`pairstream.estimators` and :mod:`pairstream.signals` is checked
 against something that shares none of its code. Also used by the backtest and alerts tests.
 """
 
@@ -20,9 +20,9 @@ from pykalman import KalmanFilter
 from statsmodels.regression.rolling import RollingOLS
 from statsmodels.tsa.stattools import adfuller
 
-from flows.config import AnalyticsConfig, SignalsConfig
+from pairstream.config import AnalyticsConfig, SignalsConfig
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 KLINES = ROOT / "data" / "klines"
 KLINE_COLUMNS = [
     "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",

@@ -1,4 +1,4 @@
-"""flows.jit: kernels compile with numba's cache, or without it where no cache can be written."""
+"""pairstream.jit: kernels use numba's cache, or compile without it where none can be written."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from flows.jit import compiled
+from pairstream.jit import compiled
 
 
 def test_a_function_in_a_source_file_compiles_with_the_cache(caplog):

@@ -2,7 +2,7 @@
 
 User text is never handed to ``eval``/``compile``/``ast``: it is split into a handful of token
 kinds, parsed into a small tree of frozen dataclasses and evaluated by walking that tree. The
-only things a rule can read are the numeric :class:`~flows.records.Analytics` columns, by a
+only things a rule can read are the numeric :class:`~pairstream.records.Analytics` columns, by a
 fixed whitelist. Grammar (lowest precedence first)::
 
     condition  := and_expr ("or" and_expr)*
