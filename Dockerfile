@@ -6,6 +6,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
 WORKDIR /app
 
 COPY pyproject.toml README.md ./
+COPY pairstream ./pairstream
 COPY flows ./flows
 COPY connectors ./connectors
 RUN pip install .
