@@ -29,6 +29,7 @@ from typing import Any, Optional, Union
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from connectors.binance_budget import RestBudget, shared_budget
 from connectors.binance_rest import BinanceRest
 from connectors.binance_ws import Clock, Feed, wall_clock
 from pairstream.records import Health, Progress, Tick
@@ -136,8 +137,9 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
         progress_horizon: float = 0.0,
         poll_interval: float = 0.01,
         max_batch: int = 10_000,
-        rest_limit: int = 1000,
+        rest_limit: Optional[int] = None,
         rest_ban_backoff: float = 120.0,
+        budget: Optional[RestBudget] = None,
         api_key: Optional[str] = None,
         ssl_context: Optional[ssl.SSLContext] = None,
         stop_when: Optional[Callable[[Mapping[str, int]], bool]] = None,
@@ -159,8 +161,14 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
             backoff_base=backoff_base, backoff_cap=backoff_cap, stall_timeout=stall_timeout,
             verify_timeout=verify_timeout, rotate_after=rotate_after,
             progress_interval=progress_interval, progress_horizon=progress_horizon)
+        if stream == "trade" and not api_key:
+            raise ValueError("stream 'trade' backfills over /fapi/v1/historicalTrades, which "
+                             "needs an API key")
+        # One budget for every partition (connection) of the process: Binance counts per IP.
+        self.budget = budget if budget is not None else shared_budget()
         self._rest_kw: dict[str, Any] = dict(limit=rest_limit, ban_backoff=rest_ban_backoff,
-                                             api_key=api_key, ssl_context=ssl_context)
+                                             api_key=api_key, ssl_context=ssl_context,
+                                             budget=self.budget)
         self.poll_interval = poll_interval
         self.max_batch = max_batch
         self.stop_when = stop_when

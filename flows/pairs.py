@@ -28,7 +28,14 @@ from flows.align import align_pairs
 from flows.analytics import pair_analytics
 from flows.bars import bars, rollup_bars
 from flows.signals import signals
-from flows.startup import checked, load_config, setup_logging, tune_gc, warm_kernels
+from flows.startup import (
+    check_source,
+    checked,
+    load_config,
+    setup_logging,
+    tune_gc,
+    warm_kernels,
+)
 from pairstream.alerts import load_rules
 from pairstream.config import Config
 from pairstream.records import Bar, Health, Progress, Tick, TickBatch
@@ -48,6 +55,7 @@ def make_source(cfg: Config) -> Source[Any]:
         stream=src.stream,
         ws_url=src.ws_url,
         rest_url=src.rest_url,
+        api_key=src.api_key(),
         until=src.until_dt,
         # Between trades, let the feed's exchange clock run on for half the lateness: bars close
         # without waiting for the next trade, and the other half still absorbs the (ms-scale)
@@ -122,6 +130,7 @@ def prepare() -> Config:
     tune_gc()
     cfg = load_config()
     checked(lambda: load_rules(cfg))  # a bad alert rule stops here, before any I/O
+    checked(lambda: check_source(cfg))  # API key, symbols listed by Binance (live only)
     checked(lambda: check_reachable(cfg.questdb.conf))
     checked(lambda: ensure_tables(cfg.questdb.conf))
     warm_kernels()

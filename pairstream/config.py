@@ -72,6 +72,13 @@ class SourceConfig:
     # binance: end the run once every symbol has traded at or after this UTC time (ISO 8601);
     # ticks from it on are not emitted and every bar is flushed. "" = run forever.
     until: str = ""
+    # binance: the environment variable holding the API key (historicalTrades needs one for the
+    # backfill of stream = "trade"); the key itself is never read from the file.
+    api_key_env: str = "BINANCE_API_KEY"
+
+    def api_key(self) -> Optional[str]:
+        """The API key from the environment variable ``api_key_env``, or None."""
+        return os.environ.get(self.api_key_env) or None
 
     @property
     def until_dt(self) -> Optional[datetime]:
