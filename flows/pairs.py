@@ -56,6 +56,7 @@ def make_source(cfg: Config) -> Source[Any]:
         ws_url=src.ws_url,
         rest_url=src.rest_url,
         api_key=src.api_key(),
+        high_water=src.high_water,
         until=src.until_dt,
         # Between trades, let the feed's exchange clock run on for half the lateness: bars close
         # without waiting for the next trade, and the other half still absorbs the (ms-scale)

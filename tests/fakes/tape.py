@@ -196,3 +196,27 @@ def quiet_frames(n: int, start_ms: int, span_ms: int, seed: int = 0,
 def merge_tapes(*tapes: list[Frame]) -> list[Frame]:
     """Frames of several tapes in one receive order (stable: ties keep the tapes' order)."""
     return sorted((f for tape in tapes for f in tape), key=lambda f: f.recv_ns)
+
+
+def repeated_tape(frames: list[Frame], copies: int, shift_ms: int = 10 * 60_000) -> list[Frame]:
+    """``frames`` and ``copies - 1`` more copies of them, copy k shifted by k × ``shift_ms``
+    (whole minutes: bars line up with the original's) with trade ids offset by k × the
+    symbol's id span, so every copy continues the previous one (as in bench/common.py)."""
+    span: dict[str, tuple[int, int]] = {}
+    for f in frames:
+        lo, hi = span.get(f.trade.symbol, (f.trade.id, f.trade.id))
+        span[f.trade.symbol] = (min(lo, f.trade.id), max(hi, f.trade.id))
+    assert max(f.trade.T for f in frames) - min(f.trade.T for f in frames) < shift_ms
+    out = []
+    for k in range(copies):
+        dt = k * shift_ms
+        for f in frames:
+            t = f.trade
+            lo, hi = span[t.symbol]
+            moved = RawTrade(t.symbol, t.id + k * (hi - lo + 1), t.price, t.qty, t.T + dt, t.m,
+                             t.E + dt)
+            raw = orjson.dumps({"stream": f"{t.symbol.lower()}@trade", "data": {
+                "e": "trade", "E": moved.E, "T": moved.T, "s": t.symbol, "t": moved.id,
+                "p": t.price, "q": t.qty, "X": "MARKET", "m": t.m}})
+            out.append(Frame(f.recv_ns + dt * 1_000_000, moved, raw))
+    return out
