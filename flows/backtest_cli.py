@@ -216,8 +216,9 @@ def _pct(v: Optional[float]) -> str:
     return "-" if v is None else f"{100 * v:.2f}"
 
 
-def table(results: Sequence[BacktestResult], keys: Sequence[str]) -> str:
-    """An aligned text table, one row per parameter set in run order."""
+def table(results: Sequence[BacktestResult], keys: Sequence[str], funding: bool = False) -> str:
+    """An aligned text table, one row per parameter set in run order (``funding``: with the
+    total funding column, for runs given funding files)."""
     head = ["#", *keys, "trades", "hit%", "pnl", "funding", "return%", "sharpe", "maxDD%"]
     rows = [
         [
@@ -233,6 +234,9 @@ def table(results: Sequence[BacktestResult], keys: Sequence[str]) -> str:
         ]
         for i, r in enumerate(results, 1)
     ]
+    if not funding:
+        at = head.index("funding")
+        head, rows = head[:at] + head[at + 1 :], [r[:at] + r[at + 1 :] for r in rows]
     widths = [max(len(c) for c in col) for col in zip(head, *rows)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in (head, *rows)]
     return "\n".join(lines)
@@ -333,7 +337,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         f"backtest {pair} {tf}: {len(bars):,} bars {_stamp(bars[0].ts)} .. {_stamp(last_end)} "
         f"from {source}; {len(sets)} parameter set(s) in {elapsed:.1f}s"
     )
-    print(table(results, list(grid) or list(DEFAULT_COLUMNS)))
+    print(table(results, list(grid) or list(DEFAULT_COLUMNS), funding=book is not None))
     out = (
         Path(args.out)
         if args.out
