@@ -5,9 +5,10 @@
                                     │   ticks ────┴► bars 1s ► 1m ► 5m ────────► bars
                                     ├─► kline bars ► roll-up ──────────────────► bars
                                     └─► health ────────────────────────────────► feed_health
-    bars ► align per pair+tf ► pair analytics ─────────────────────────────────► pair_analytics
-                                             ├─► signals, paper PnL ───────────► signals
-                                             └─► alert rules ──────────────────► alerts
+    bars ► align per pair+tf ► pair analytics per preset ──────────────────────► pair_analytics
+               (replay funding files) ─┐     ├─► signals, paper PnL, funding ──► signals
+                                       └─────┘
+                                             └─► alert rules (default preset) ─► alerts
 
 Wiring only: the maths lives in plain modules, the I/O in ``connectors``.
 """
@@ -37,7 +38,7 @@ from flows.startup import (
     warm_kernels,
 )
 from pairstream.alerts import load_rules
-from pairstream.config import Config
+from pairstream.config import DEFAULT_PRESET, Config
 from pairstream.records import Bar, Health, Progress, Tick, TickBatch
 
 
@@ -111,9 +112,10 @@ def build(cfg: Config) -> Dataflow:
         )
 
     pair_bars = align_pairs("align", all_bars, list(cfg.pairs), cfg.timeframes)
-    analytics = pair_analytics("analytics", pair_bars, cfg)
-    positions = signals("signals", analytics, cfg)
-    events_out = alerts("alerts", analytics, rules)
+    analytics = pair_analytics("analytics", pair_bars, cfg)  # one row per preset
+    positions = signals("signals", analytics, cfg, funding=getattr(source, "funding", None))
+    base = op.filter("default_preset", analytics, lambda a: a.preset == DEFAULT_PRESET)
+    events_out = alerts("alerts", base, rules)
 
     sink = make_sink(cfg)
     to_questdb("ticks_out", ticks, sink)

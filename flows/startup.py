@@ -15,6 +15,7 @@ from typing import NoReturn, Optional, TypeVar
 
 from connectors.binance_info import SymbolError, verify_symbols
 from connectors.export import ExportError
+from connectors.funding_files import FundingFileError
 from connectors.questdb_http import QuestDBError
 from connectors.questdb_server import LauncherError
 from connectors.replay import ReplayError
@@ -22,8 +23,10 @@ from pairstream.backtest import BacktestError
 from pairstream.config import Config, ConfigError, load
 
 T = TypeVar("T")
-USER_ERRORS = (ConfigError, QuestDBError, ReplayError, LauncherError, ExportError, BacktestError,
-               SymbolError)
+USER_ERRORS = (
+    ConfigError, QuestDBError, ReplayError, FundingFileError, LauncherError, ExportError,
+    BacktestError, SymbolError,
+)  # fmt: skip
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
