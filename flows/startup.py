@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import NoReturn, Optional, TypeVar
 
 from connectors.export import ExportError
+from connectors.grafana import GrafanaError
 from connectors.questdb_http import QuestDBError
 from connectors.questdb_server import LauncherError
 from connectors.replay import ReplayError
@@ -21,7 +22,15 @@ from pairstream.backtest import BacktestError
 from pairstream.config import Config, ConfigError, load
 
 T = TypeVar("T")
-USER_ERRORS = (ConfigError, QuestDBError, ReplayError, LauncherError, ExportError, BacktestError)
+USER_ERRORS = (
+    ConfigError,
+    QuestDBError,
+    ReplayError,
+    LauncherError,
+    ExportError,
+    BacktestError,
+    GrafanaError,
+)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
