@@ -337,6 +337,17 @@ def _plan_datasource(api: GrafanaApi, opts: SyncOptions, env: Mapping[str, str])
         changed.append("password")
     if not changed:
         return Change("datasource", uid, "unchanged")
+    if have is None:
+        same_name = _get(
+            api,
+            f"reading datasource {want['name']!r}",
+            lambda: api.datasource.get_datasource_by_name(want["name"]),
+        )
+        if same_name is not None:
+            raise GrafanaError(
+                f"Grafana at {base_url(api)} already has a datasource named {want['name']!r} "
+                f"(uid {same_name.get('uid')}): rename or delete it, then sync again"
+            )
     if have is not None and have.get("readOnly"):
         raise GrafanaError(
             f"datasource {uid} is provisioned from files in Grafana at {base_url(api)} and the "
@@ -349,18 +360,10 @@ def _plan_datasource(api: GrafanaApi, opts: SyncOptions, env: Mapping[str, str])
 
     def write() -> None:
         with calling(api, f"writing datasource {uid}"):
-            try:
-                if have is None:
-                    api.datasource.create_datasource(body)
-                else:
-                    api.datasource.update_datasource_by_uid(uid, body)
-            except GrafanaClientError as e:
-                if e.status_code != 409:
-                    raise
-                raise GrafanaError(
-                    f"Grafana at {base_url(api)} already has a datasource named "
-                    f"{want['name']!r} with another uid: rename or delete it, then sync again"
-                ) from None
+            if have is None:
+                api.datasource.create_datasource(body)
+            else:
+                api.datasource.update_datasource_by_uid(uid, body)
 
     if have is None:
         return Change("datasource", uid, "create", f"{opts.questdb_server}:{opts.questdb_port}",
@@ -387,6 +390,16 @@ def _plan_dashboard(api: GrafanaApi, dash: dict[str, Any], folder: str) -> Chang
         "message": "pairstream grafana sync",
     }
 
+    provisioned = GrafanaError(
+        f"dashboard {uid} is provisioned from files in Grafana at {base_url(api)} and the API "
+        "may not overwrite it: keep those files (they hold the same dashboards) or remove "
+        "their provider, then sync again"
+    )
+    # Grafana sets meta.provisioned only where the file provider has allowUiUpdates: false,
+    # i.e. exactly where a save is refused: say so before anything is written.
+    if have is not None and have.get("meta", {}).get("provisioned"):
+        raise provisioned
+
     def write() -> None:
         with calling(api, f"saving dashboard {uid}"):
             try:
@@ -394,17 +407,10 @@ def _plan_dashboard(api: GrafanaApi, dash: dict[str, Any], folder: str) -> Chang
             except GrafanaClientError as e:
                 if "provisioned" not in _message(e).lower():
                     raise
-                raise GrafanaError(
-                    f"dashboard {uid} is provisioned from files in Grafana at {base_url(api)} "
-                    "and the API may not overwrite it: keep those files (they hold the same "
-                    "dashboards) or remove their provider, then sync again"
-                ) from None
+                raise provisioned from None
 
     action = "create" if have is None else "update"
-    note = "" if have is None else ", ".join(changed)
-    if have is not None and have.get("meta", {}).get("provisioned"):
-        note += " (provisioned from files: Grafana may refuse)"
-    return Change("dashboard", uid, action, note, write)
+    return Change("dashboard", uid, action, "" if have is None else ", ".join(changed), write)
 
 
 def _plan_contact_points(api: GrafanaApi, env: Mapping[str, str]) -> list[Change]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import jsonschema
 
@@ -150,7 +150,7 @@ class FakeGrafana:
     def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any,
                role: Optional[str]) -> tuple[int, Any]:  # fmt: skip
         for m, pattern, need, fn in _ROUTES:
-            match = re.fullmatch(pattern, path)
+            match = re.fullmatch(pattern, unquote(path))
             if m == method and match:
                 if need is not None:
                     if role is None:
@@ -191,6 +191,12 @@ class FakeGrafana:
         if uid not in self.datasources:
             raise _err(404, "Data source not found")
         return 200, self._ds_dto(uid)
+
+    def _ds_by_name(self, name: str, **_: Any) -> tuple[int, Any]:
+        for uid, d in self.datasources.items():
+            if d["name"] == name:
+                return 200, self._ds_dto(uid)
+        raise _err(404, "Data source not found")
 
     def _ds_body(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or not body.get("name") or not body.get("type"):
@@ -402,6 +408,7 @@ _ROUTES: list[tuple[str, str, Optional[str], Any]] = [
     ("GET", r"/api/frontend/settings", "Viewer", FakeGrafana._settings),
     ("GET", r"/api/plugins", "Viewer", FakeGrafana._plugins),
     ("GET", r"/api/datasources/uid/([^/]+)", "Viewer", FakeGrafana._ds_get),
+    ("GET", r"/api/datasources/name/([^/]+)", "Viewer", FakeGrafana._ds_by_name),
     ("POST", r"/api/datasources", "Admin", FakeGrafana._ds_create),
     ("PUT", r"/api/datasources/uid/([^/]+)", "Admin", FakeGrafana._ds_update),
     ("GET", r"/api/folders/([^/]+)", "Viewer", FakeGrafana._folder_get),
