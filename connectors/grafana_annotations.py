@@ -164,8 +164,8 @@ class GrafanaAnnotationSink(DynamicSink[AlertEvent]):
         dashboard_uid: str = PAIR_DASHBOARD,
         queue_size: int = 1000,
         timeout: float = 5.0,
-        drain_timeout: float = 5.0,
-        stall_after: float = 1.0,
+        drain_timeout: float = 10.0,
+        stall_after: float = 2.0,
     ) -> None:
         self.url = url
         self._credential = credential
