@@ -7,6 +7,11 @@ import re
 from pathlib import Path
 
 import jsonschema
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 import pytest
 import yaml
 
@@ -228,10 +233,16 @@ def test_flow_service_and_dockerfile():
     assert "RUN pip install ." in df
     # the project's own command initialises the recovery dir once, then runs the flow with it
     assert 'CMD ["pairstream", "run", "--recovery", "/recovery"]' in df
+    copied = set()
     for line in df.splitlines():
         if line.startswith("COPY "):
             for src in line.split()[1:-1]:
                 assert (REPO / src).exists() or src in ("README.md",), src
+                copied.add(src)
+    # every package pyproject installs is in the image
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for pattern in packages["packages"]["find"]["include"]:
+        assert pattern.rstrip("*") in copied, pattern
     ignored = (REPO / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".env" in ignored
 
