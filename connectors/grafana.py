@@ -301,6 +301,16 @@ def plan(api: GrafanaApi, opts: SyncOptions, env: Mapping[str, str] = os.environ
     ]
 
 
+def _outcome(kind: str, name: str, have: Any, changed: list[str], write: Callable[[], None],
+             created: str = "") -> Change:  # fmt: skip
+    """Unchanged, create (``have`` is None) or update naming the keys that differ."""
+    if have is None:
+        return Change(kind, name, "create", created, write)
+    if not changed:
+        return Change(kind, name, "unchanged")
+    return Change(kind, name, "update", ", ".join(changed), write)
+
+
 def apply(api: GrafanaApi, changes: list[Change]) -> None:
     for c in changes:
         if c.apply is not None:
@@ -409,8 +419,7 @@ def _plan_dashboard(api: GrafanaApi, dash: dict[str, Any], folder: str) -> Chang
                     raise
                 raise provisioned from None
 
-    action = "create" if have is None else "update"
-    return Change("dashboard", uid, action, "" if have is None else ", ".join(changed), write)
+    return _outcome("dashboard", uid, have, changed, write)
 
 
 def _plan_contact_points(api: GrafanaApi, env: Mapping[str, str]) -> list[Change]:
@@ -420,10 +429,6 @@ def _plan_contact_points(api: GrafanaApi, env: Mapping[str, str]) -> list[Change
         with calling(api, "reading contact points"):
             found = api.alertingprovisioning.get_contactpoints(name=want["name"]) or []
         have = next((c for c in found if c.get("uid") == uid), None)
-        changed = ["new"] if have is None else _changed(want, have)
-        if not changed:
-            changes.append(Change("contact point", uid, "unchanged"))
-            continue
 
         def write(want: dict[str, Any] = want, have: Any = have) -> None:
             with calling(api, f"writing contact point {want['uid']}"):
@@ -432,8 +437,8 @@ def _plan_contact_points(api: GrafanaApi, env: Mapping[str, str]) -> list[Change
                 else:
                     api.alertingprovisioning.update_contactpoint(want["uid"], want)
 
-        action, detail = ("create", "") if have is None else ("update", ", ".join(changed))
-        changes.append(Change("contact point", uid, action, detail, write))
+        changed = [] if have is None else _changed(want, have)
+        changes.append(_outcome("contact point", uid, have, changed, write))
     return changes
 
 
@@ -451,18 +456,14 @@ def _plan_rule_groups(api: GrafanaApi, folder: str) -> list[Change]:
             f"reading rule group {name}",
             lambda t=want["title"]: api.alertingprovisioning.get_rule_group(folder, t),
         )
-        changed = ["new"] if have is None else _changed(want, have)
-        if not changed:
-            changes.append(Change("rule group", name, "unchanged"))
-            continue
 
         def write(want: dict[str, Any] = want, name: str = name) -> None:
             with calling(api, f"writing rule group {name}"):
                 api.alertingprovisioning.update_rule_group(folder, want["title"], want)
 
-        action = "create" if have is None else "update"
-        detail = f"{len(want['rules'])} rules" if have is None else ", ".join(changed)
-        changes.append(Change("rule group", name, action, detail, write))
+        changed = [] if have is None else _changed(want, have)
+        created = f"{len(want['rules'])} rules"
+        changes.append(_outcome("rule group", name, have, changed, write, created))
     return changes
 
 
