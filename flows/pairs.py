@@ -5,10 +5,17 @@
                                     │   ticks ────┴► bars 1s ► 1m ► 5m ────────► bars
                                     ├─► kline bars ► roll-up ──────────────────► bars
                                     └─► health ────────────────────────────────► feed_health
+<<<<<<< HEAD
     bars ► align per pair+tf ► pair analytics ─────────────────────────────────► pair_analytics
                                              ├─► signals, paper PnL ───────────► signals
                                              └─► alert rules ──────────────────► alerts
                                                                  └─ [grafana] annotations ► Grafana
+=======
+    bars ► align per pair+tf ► pair analytics per preset ──────────────────────► pair_analytics
+               (replay funding files) ─┐     ├─► signals, paper PnL, funding ──► signals
+                                       └─────┘
+                                             └─► alert rules (default preset) ─► alerts
+>>>>>>> main
 
 Wiring only: the maths lives in plain modules, the I/O in ``connectors``.
 """
@@ -32,7 +39,7 @@ from flows.bars import bars, rollup_bars
 from flows.signals import signals
 from flows.startup import checked, load_config, setup_logging, tune_gc, warm_kernels
 from pairstream.alerts import load_rules
-from pairstream.config import Config
+from pairstream.config import DEFAULT_PRESET, Config
 from pairstream.records import Bar, Health, Progress, Tick, TickBatch
 
 
@@ -104,9 +111,10 @@ def build(cfg: Config) -> Dataflow:
         )
 
     pair_bars = align_pairs("align", all_bars, list(cfg.pairs), cfg.timeframes)
-    analytics = pair_analytics("analytics", pair_bars, cfg)
-    positions = signals("signals", analytics, cfg)
-    events_out = alerts("alerts", analytics, rules)
+    analytics = pair_analytics("analytics", pair_bars, cfg)  # one row per preset
+    positions = signals("signals", analytics, cfg, funding=getattr(source, "funding", None))
+    base = op.filter("default_preset", analytics, lambda a: a.preset == DEFAULT_PRESET)
+    events_out = alerts("alerts", base, rules)
 
     sink = make_sink(cfg)
     to_questdb("ticks_out", ticks, sink)

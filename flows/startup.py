@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import NoReturn, Optional, TypeVar
 
 from connectors.export import ExportError
+from connectors.funding_files import FundingFileError
 from connectors.grafana import GrafanaError
 from connectors.questdb_http import QuestDBError
 from connectors.questdb_server import LauncherError
@@ -23,14 +24,9 @@ from pairstream.config import Config, ConfigError, load
 
 T = TypeVar("T")
 USER_ERRORS = (
-    ConfigError,
-    QuestDBError,
-    ReplayError,
-    LauncherError,
-    ExportError,
-    BacktestError,
-    GrafanaError,
-)
+    ConfigError, QuestDBError, ReplayError, FundingFileError, LauncherError, ExportError,
+    BacktestError, GrafanaError,
+)  # fmt: skip
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -50,6 +50,9 @@ def tf_seconds(tf: str) -> int:
     return int(secs)
 
 
+DEFAULT_PRESET = "default"  # the preset of the base [analytics] set in every table
+
+
 @dataclass(frozen=True)
 class PairConfig:
     y: str
@@ -182,15 +185,26 @@ class Config:
     bars: BarsConfig = field(default_factory=BarsConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     analytics_by_tf: Mapping[str, AnalyticsConfig] = field(default_factory=dict)
+    # [analytics.presets]: name → the keys it sets over [analytics] (and [analytics.<tf>])
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     signals: SignalsConfig = field(default_factory=SignalsConfig)
     grafana: GrafanaConfig = field(default_factory=GrafanaConfig)
     # raw [[alerts]] tables; pairstream.alerts.load_rules checks them
     alerts: tuple[Mapping[str, Any], ...] = ()
     path: Optional[str] = None
 
-    def analytics_for(self, tf: str) -> AnalyticsConfig:
-        """The analytics settings of one timeframe (``[analytics.<tf>]`` over ``[analytics]``)."""
-        return self.analytics_by_tf.get(tf, self.analytics)
+    def analytics_for(self, tf: str, preset: str = DEFAULT_PRESET) -> AnalyticsConfig:
+        """Settings of one timeframe and preset: the preset's keys over ``[analytics.<tf>]``
+        over ``[analytics]`` (the ``"default"`` preset is the base set)."""
+        base = self.analytics_by_tf.get(tf, self.analytics)
+        if preset == DEFAULT_PRESET:
+            return base
+        return replace(base, **self.presets[preset])
+
+    @property
+    def preset_names(self) -> tuple[str, ...]:
+        """``"default"`` first, then the configured presets in file order."""
+        return (DEFAULT_PRESET, *self.presets)
 
     @property
     def pair_ids(self) -> tuple[str, ...]:
@@ -264,6 +278,28 @@ def _check_analytics(prefix: str, a: AnalyticsConfig) -> None:
         raise ConfigError(f"{prefix}.kalman_delta: must be in (0, 1), got {a.kalman_delta}")
     _positive(f"{prefix}.kalman_obs_var", a.kalman_obs_var)
     _positive(f"{prefix}.kalman_p0", a.kalman_p0)
+
+
+_PRESET_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def _presets(raw: Any, base: AnalyticsConfig) -> dict[str, dict[str, Any]]:
+    """``[analytics.presets]`` → name → checked keys (types as in ``[analytics]``)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"analytics.presets: expected a table like {{ fast = {{ window = 30 }} }}, got {raw!r}"
+        )
+    out: dict[str, dict[str, Any]] = {}
+    for name, sub in raw.items():
+        key = f"analytics.presets.{name}"
+        if not _PRESET_NAME.match(name) or name == DEFAULT_PRESET:
+            raise ConfigError(
+                f"{key}: a preset name is 1-32 letters, digits, '_' or '-', and not "
+                f"{DEFAULT_PRESET!r} (the name of [analytics] itself)"
+            )
+        checked = _section(AnalyticsConfig, sub, key, base=base)
+        out[name] = {k: getattr(checked, k) for k in sub}
+    return out
 
 
 _TOP = {
@@ -344,6 +380,7 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
     bars = _section(BarsConfig, data.get("bars", {}), "bars")
     bars.lateness_td  # noqa: B018 - validates the duration
     raw_an = dict(data.get("analytics", {}))
+    raw_presets = raw_an.pop("presets", {})
     per_tf_raw = {k: raw_an.pop(k) for k in list(raw_an) if k in tfs}
     analytics = _section(AnalyticsConfig, raw_an, "analytics")
     _check_analytics("analytics", analytics)
@@ -351,6 +388,11 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
     for tf, sub in per_tf_raw.items():
         by_tf[tf] = _section(AnalyticsConfig, sub, f"analytics.{tf}", base=analytics)
         _check_analytics(f"analytics.{tf}", by_tf[tf])
+    presets = _presets(raw_presets, analytics)
+    probe = Config(analytics=analytics, analytics_by_tf=by_tf, presets=presets)
+    for name in presets:
+        for tf in tfs:
+            _check_analytics(f"analytics.presets.{name}", probe.analytics_for(tf, name))
     signals = _section(SignalsConfig, data.get("signals", {}), "signals")
     if not signals.entry > signals.exit >= 0:
         raise ConfigError(
@@ -375,6 +417,7 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
         bars=bars,
         analytics=analytics,
         analytics_by_tf=by_tf,
+        presets=presets,
         signals=signals,
         grafana=grafana,
         alerts=tuple(alerts),
