@@ -5,17 +5,11 @@
                                     │   ticks ────┴► bars 1s ► 1m ► 5m ────────► bars
                                     ├─► kline bars ► roll-up ──────────────────► bars
                                     └─► health ────────────────────────────────► feed_health
-<<<<<<< HEAD
-    bars ► align per pair+tf ► pair analytics ─────────────────────────────────► pair_analytics
-                                             ├─► signals, paper PnL ───────────► signals
-                                             └─► alert rules ──────────────────► alerts
-                                                                 └─ [grafana] annotations ► Grafana
-=======
     bars ► align per pair+tf ► pair analytics per preset ──────────────────────► pair_analytics
                (replay funding files) ─┐     ├─► signals, paper PnL, funding ──► signals
                                        └─────┘
                                              └─► alert rules (default preset) ─► alerts
->>>>>>> main
+                                                   └─ [grafana] annotations ───► Grafana
 
 Wiring only: the maths lives in plain modules, the I/O in ``connectors``.
 """
