@@ -9,6 +9,7 @@
                (replay funding files) ─┐     ├─► signals, paper PnL, funding ──► signals
                                        └─────┘
                                              └─► alert rules (default preset) ─► alerts
+                                                   └─ [grafana] annotations ───► Grafana
 
 Wiring only: the maths lives in plain modules, the I/O in ``connectors``.
 """
@@ -22,6 +23,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 
+from connectors.grafana_annotations import GrafanaAnnotationSink
 from connectors.questdb_sink import QuestDBSink, check_reachable, ensure_tables, to_questdb
 from connectors.replay import ReplaySource
 from flows.alerting import alerts
@@ -123,6 +125,8 @@ def build(cfg: Config) -> Dataflow:
     to_questdb("analytics_out", analytics, sink)
     to_questdb("signals_out", positions, sink)
     to_questdb("alerts_out", events_out, sink)
+    if cfg.grafana.annotations:  # also on Grafana's panels; a slow Grafana never holds the flow
+        op.output("annotations_out", events_out, GrafanaAnnotationSink.from_config(cfg.grafana))
     to_questdb("health_out", op.merge("all_health", health, built.late), sink)
     return flow
 

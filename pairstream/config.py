@@ -1,8 +1,9 @@
 """pairstream configuration: one TOML file plus environment overrides, checked at start.
 
 ``pairstream.toml`` at the repository root is the default, ``PAIRSTREAM_CONFIG`` names another
-file and ``QDB_CLIENT_CONF`` overrides ``[questdb] conf``. Unknown keys and wrong types raise
-:class:`ConfigError` whose message is one line naming the key and why.
+file, ``QDB_CLIENT_CONF`` overrides ``[questdb] conf`` and ``GRAFANA_URL`` ``[grafana] url``.
+Unknown keys and wrong types raise :class:`ConfigError` whose message is one line naming the key
+and why.
 """
 
 from __future__ import annotations
@@ -146,6 +147,46 @@ class SignalsConfig:
 
 
 @dataclass(frozen=True)
+class GrafanaConfig:
+    """``pairstream grafana sync`` and alert annotations; credentials come from the environment."""
+
+    url: str = ""  # GRAFANA_URL overrides it; never credentials in it
+    folder: str = ""  # uid of an existing folder to sync into; "" = pairstream's own folder
+    questdb_server: str = ""  # QuestDB's PG-wire host as Grafana sees it; "" = [questdb] host
+    questdb_port: int = 8812
+    annotations: bool = False  # post each FIRING/RESOLVED event as a Grafana annotation
+    annotation_queue: int = 1000  # events waiting for Grafana; beyond it they are dropped
+    timeout: str = "5s"  # per request
+
+    @property
+    def timeout_s(self) -> float:
+        return parse_duration(self.timeout, "grafana.timeout").total_seconds()
+
+
+def _check_grafana(g: GrafanaConfig) -> GrafanaConfig:
+    env_url = os.environ.get("GRAFANA_URL")
+    if env_url:
+        g = replace(g, url=env_url)
+    elif g.url and re.match(r"^https?://[^/]*@", g.url):
+        raise ConfigError(
+            "grafana.url: must not hold credentials (set GRAFANA_TOKEN or "
+            "GRAFANA_USER/GRAFANA_PASSWORD in the environment)"
+        )
+    if g.url and not re.match(r"^https?://[^/\s]+", g.url):
+        raise ConfigError(f"grafana.url: expected http(s)://HOST[:PORT], got {g.url!r}")
+    if g.folder and not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", g.folder):
+        raise ConfigError(f"grafana.folder: expected a folder uid, got {g.folder!r}")
+    if not 0 < g.questdb_port < 65536:
+        raise ConfigError(f"grafana.questdb_port: expected a TCP port, got {g.questdb_port}")
+    _positive("grafana.annotation_queue", g.annotation_queue)
+    if g.timeout_s <= 0:
+        raise ConfigError(f"grafana.timeout: must be > 0, got {g.timeout!r}")
+    if g.annotations and not g.url:
+        raise ConfigError("grafana.annotations: needs a Grafana URL ([grafana] url or GRAFANA_URL)")
+    return g
+
+
+@dataclass(frozen=True)
 class Config:
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
     timeframes: tuple[str, ...] = ("1s", "1m", "5m")
@@ -158,6 +199,7 @@ class Config:
     # [analytics.presets]: name → the keys it sets over [analytics] (and [analytics.<tf>])
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     signals: SignalsConfig = field(default_factory=SignalsConfig)
+    grafana: GrafanaConfig = field(default_factory=GrafanaConfig)
     # raw [[alerts]] tables; pairstream.alerts.load_rules checks them
     alerts: tuple[Mapping[str, Any], ...] = ()
     path: Optional[str] = None
@@ -281,6 +323,7 @@ _TOP = {
     "analytics",
     "signals",
     "alerts",
+    "grafana",
 }
 
 
@@ -373,6 +416,7 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
     _positive("signals.fee_bps", signals.fee_bps, allow_zero=True)
     if signals.use not in ("zscore", "z_kf"):
         raise ConfigError(f"signals.use: expected 'zscore' or 'z_kf', got {signals.use!r}")
+    grafana = _check_grafana(_section(GrafanaConfig, data.get("grafana", {}), "grafana"))
     alerts = data.get("alerts", [])
     if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts):
         raise ConfigError("alerts: expected [[alerts]] tables")
@@ -387,6 +431,7 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
         analytics_by_tf=by_tf,
         presets=presets,
         signals=signals,
+        grafana=grafana,
         alerts=tuple(alerts),
         path=path,
     )
