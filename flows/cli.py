@@ -22,7 +22,15 @@ from connectors.questdb_http import QuestDBHttp, parse_conf
 from connectors.questdb_server import ROOT, QuestDBServer
 from flows.backtest_cli import add_args as bt_args
 from flows.backtest_cli import cmd_backtest
-from flows.startup import checked, fail, load_config, setup_logging, tune_gc, warm_kernels
+from flows.startup import (
+    check_source,
+    checked,
+    fail,
+    load_config,
+    setup_logging,
+    tune_gc,
+    warm_kernels,
+)
 from pairstream.config import Config
 
 DEMO_CONFIG = ROOT / "config" / "demo.toml"
@@ -99,6 +107,7 @@ def cmd_init_recovery(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     path = Path(args.config) if args.config else None
     cfg = load_config(path)
+    checked(lambda: check_source(cfg))  # before a local QuestDB is started: seconds, not more
     extra = list(args.bytewax)
     if args.recovery:
         init_recovery(Path(args.recovery))
