@@ -15,7 +15,9 @@ Records yielded (a mix, in order per symbol):
 * :class:`~pairstream.records.Health` — per symbol once per clock second (``ts`` = the second): the
   interval's ``ticks``, ``reconnects``, ``gaps``, ``backfilled``, ``malformed`` and ``lag_ms``
   (now − ``T`` of the newest tick). Malformed frames that name no symbol are reported under
-  symbol ``"*"``.
+  symbol ``"*"``;
+* :class:`~pairstream.records.Mark` — each symbol's ``markPrice@1s`` update (``marks=True``, the
+  default), whose event time also advances the Progress clock every second.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from connectors.binance_budget import RestBudget, shared_budget
 from connectors.binance_rest import BinanceRest
 from connectors.binance_ws import Clock, Feed, wall_clock
-from pairstream.records import Health, Progress, Tick
+from pairstream.records import Health, Mark, Progress, Tick
 
 log = logging.getLogger("pairstream.binance")
 
@@ -41,7 +43,7 @@ DEFAULT_REST_URL = "https://fapi.binance.com"
 MAX_STREAMS = 200  # per connection
 STREAMS = ("aggTrade", "trade")
 
-Record = Union[Tick, Progress, Health]
+Record = Union[Tick, Progress, Health, Mark]
 Snapshot = dict[str, int]  # symbol -> last emitted trade id
 
 
@@ -97,6 +99,8 @@ class _BinancePartition(StatefulSourcePartition[Record, Snapshot]):
                 return None
         elif type(item) is Progress and item.ts > until:
             return Progress(item.symbol, until)
+        elif type(item) is Mark and item.ts >= until:
+            return None
         return item
 
     def next_awake(self) -> Optional[datetime]:
@@ -157,6 +161,7 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
         ssl_context: Optional[ssl.SSLContext] = None,
         stop_when: Optional[Callable[[Mapping[str, int]], bool]] = None,
         until: Optional[datetime] = None,
+        marks: bool = True,
     ):
         if stream not in STREAMS:
             raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
@@ -174,7 +179,7 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
             backoff_base=backoff_base, backoff_cap=backoff_cap, stall_timeout=stall_timeout,
             verify_timeout=verify_timeout, rotate_after=rotate_after, rotate_retry=rotate_retry,
             healthy_after=healthy_after, high_water=high_water,
-            progress_interval=progress_interval, progress_horizon=progress_horizon)
+            progress_interval=progress_interval, progress_horizon=progress_horizon, marks=marks)
         if stream == "trade" and not api_key:
             raise ValueError("stream 'trade' backfills over /fapi/v1/historicalTrades, which "
                              "needs an API key")

@@ -23,8 +23,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from connectors.binance_rest import BinanceRest, row_to_tick
-from connectors.frames import EPOCH, MAX_FRAME_BYTES, MalformedFrame, dt_to_ms, parse_frame
-from pairstream.records import Health, Progress, Tick
+from connectors.frames import EPOCH, MAX_FRAME_BYTES, MalformedFrame, dt_to_ms, parse_message
+from pairstream.records import Health, Mark, Progress, Tick
 
 log = logging.getLogger("pairstream.binance")
 
@@ -209,11 +209,17 @@ class Feed:
         high_water: int = 100_000,
         ticker_failures: int = 100,
         seed: Optional[int] = None,
+        marks: bool = True,
     ):
         self.name = name
         self.symbols = list(symbols)
         self._symset = set(self.symbols)
-        self.url = ws_url + "?streams=" + "/".join(f"{s.lower()}@{stream}" for s in symbols)
+        # marks: each symbol's mark price stream rides on the same connection; its event time
+        # is an exchange-time heartbeat every second (bars close without waiting for a trade)
+        streams = [f"{s.lower()}@{stream}" for s in symbols]
+        if marks:
+            streams += [f"{s.lower()}@markPrice@1s" for s in symbols]
+        self.url = ws_url + "?streams=" + "/".join(streams)
         self.rest = rest
         self.stream = stream
         self.out = out
@@ -274,13 +280,17 @@ class Feed:
             self._loop.call_soon(self._start_pending)
 
     def handle_frame(self, raw: Any) -> None:
-        """One received message: parse, count/skip if bad, sequence if a trade. Never raises."""
+        """One received message: parse, count/skip if bad, sequence if a trade. Never raises.
+
+        A mark price update goes out as is (table ``marks``) and moves the exchange clock of
+        :meth:`emit_progress` on to its event time, like a trade does.
+        """
         try:
-            t = parse_frame(raw)
+            t = parse_message(raw)
             if t is None:
                 return
             if t.symbol not in self._symset:
-                raise MalformedFrame(f"trade of unsubscribed symbol {t.symbol}")
+                raise MalformedFrame(f"message of unsubscribed symbol {t.symbol}")
         except MalformedFrame as e:
             self._malformed(str(e))
             return
@@ -290,7 +300,10 @@ class Feed:
         if self._last_frame_at is None or t.ts > self._last_frame_at:
             self._last_frame_at = t.ts
             self._last_recv = self.clock()
-        self.seq.on_live(t)
+        if type(t) is Mark:
+            self.out.append(t)
+        else:
+            self.seq.on_live(t)
 
     def _malformed(self, reason: str) -> None:
         self.counts[UNATTRIBUTED]["malformed"] += 1

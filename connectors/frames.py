@@ -1,4 +1,4 @@
-"""Binance trade messages → :class:`~pairstream.records.Tick`.
+"""Binance trade messages → :class:`~pairstream.records.Tick` (and mark price updates → Mark).
 
 One parser for every way trades reach us: live WebSocket frames (combined-stream wrapper or
 bare event), recorded frame files, REST ``/fapi/v1/aggTrades`` rows and data.binance.vision CSV
@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import orjson
 
-from pairstream.records import EPOCH, Tick
+from pairstream.records import EPOCH, Mark, Tick
 
 UTC = timezone.utc
 MAX_FRAME_BYTES = 64 * 1024  # a trade frame is ~250 bytes; anything huge is hostile
@@ -206,21 +206,72 @@ def _fast_tick(d: dict) -> Optional[Tick]:
     return Tick(s, ms_to_dt(t), price, qty, a, f, l_, m)
 
 
-def parse_frame(raw: bytes | str) -> Optional[Tick]:
-    """One WebSocket text frame (combined ``{"stream","data"}`` wrapper or bare) → Tick or None."""
+def _event(raw: bytes | str) -> Any:
+    """The decoded event of a frame (the ``data`` of a combined-stream wrapper)."""
     if len(raw) > MAX_FRAME_BYTES:
         raise MalformedFrame(f"frame of {len(raw)} bytes exceeds {MAX_FRAME_BYTES}")
     try:
         d = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise MalformedFrame("not valid JSON") from None
-    if isinstance(d, dict):
-        if "data" in d and "stream" in d:
-            d = d["data"]
-        if type(d) is dict:
-            tick = _fast_tick(d)
-            if tick is not None:
-                return tick
+    if isinstance(d, dict) and "data" in d and "stream" in d:
+        d = d["data"]
+    return d
+
+
+def parse_frame(raw: bytes | str) -> Optional[Tick]:
+    """One WebSocket text frame (combined ``{"stream","data"}`` wrapper or bare) → Tick or None."""
+    d = _event(raw)
+    if type(d) is dict:
+        tick = _fast_tick(d)
+        if tick is not None:
+            return tick
+    return event_to_tick(d)
+
+
+def _rate(v: Any, name: str) -> float:
+    """A signed decimal string (funding rates are negative at times)."""
+    if isinstance(v, str) and 0 < len(v) <= 40:
+        try:
+            f = float(v)
+        except ValueError:
+            raise MalformedFrame(f"field {name!r} is not a number") from None
+        if math.isfinite(f):
+            return f
+    raise MalformedFrame(f"field {name!r} is not a finite number")
+
+
+def event_to_mark(d: dict) -> Mark:
+    """A decoded ``markPriceUpdate`` event (``<symbol>@markPrice@1s``) → Mark.
+
+    Fields (Binance USD-M docs): ``E`` event time, ``s`` symbol, ``p`` mark price, ``i`` index
+    price, ``P`` estimated settle price (not kept), ``r`` funding rate and ``T`` next funding
+    time (``""`` and 0 for delivery contracts: rate 0, no next funding time).
+    """
+    r = d.get("r")
+    nxt = d.get("T")
+    mark = _num(d.get("p"), "p")
+    if mark <= 0:
+        raise MalformedFrame("mark price must be positive")
+    return Mark(
+        symbol=_symbol(d.get("s")),
+        ts=ms_to_dt(_time(d.get("E"), "E")),
+        mark=mark,
+        index=_num(d.get("i"), "i"),
+        funding_rate=0.0 if r == "" else _rate(r, "r"),
+        next_funding_ts=None if nxt == 0 else ms_to_dt(_time(nxt, "T")),
+    )
+
+
+def parse_message(raw: bytes | str) -> Optional[Tick | Mark]:
+    """A live frame → Tick, Mark (``markPriceUpdate``) or None (another message)."""
+    d = _event(raw)
+    if type(d) is dict:
+        tick = _fast_tick(d)
+        if tick is not None:
+            return tick
+        if d.get("e") == "markPriceUpdate":
+            return event_to_mark(d)
     return event_to_tick(d)
 
 

@@ -159,8 +159,7 @@ ALERTS = Table(
     ),
     ("rule_id", "pair", "tf"),
 )
-# The ``<symbol>@markPrice@1s`` rows. Defined, not yet in TABLES: the live source does not
-# subscribe the stream yet (issue 18), and a table nothing writes would only confuse.
+# ``<symbol>@markPrice@1s``: one row per symbol and event second (live source)
 MARKS = Table(
     "marks",
     Mark,
@@ -223,7 +222,7 @@ BACKTESTS = Table(
 )
 
 TABLES: tuple[Table, ...] = (
-    TICKS, BARS, PAIR_ANALYTICS, SIGNALS, ALERTS, FEED_HEALTH, BACKTESTS
+    TICKS, BARS, PAIR_ANALYTICS, SIGNALS, ALERTS, FEED_HEALTH, BACKTESTS, MARKS
 )  # fmt: skip
 BY_RECORD: dict[type, Table] = {t.record: t for t in TABLES}
 BY_RECORD[TickBatch] = TICKS  # the columnar form of Tick (written with Buffer.dataframe)

@@ -1,6 +1,8 @@
 """pairstream main dataflow — run with ``python -m bytewax.run flows.pairs``.
 
     source (Binance live / replay) ─┬─► ticks ─────────────────────────────────► ticks
+                                    ├─► marks ─────────────────────────────────► marks
+                                    │   (event time is progress; settlements ─► signals)
                                     ├─► progress ─┐
                                     │   ticks ────┴► bars 1s ► 1m ► 5m ────────► bars
                                     ├─► kline bars ► roll-up ──────────────────► bars
@@ -30,6 +32,7 @@ from flows.alerting import alerts
 from flows.align import align_pairs
 from flows.analytics import pair_analytics
 from flows.bars import bars, rollup_bars
+from flows.funding import funding_from_marks
 from flows.signals import signals
 from flows.startup import (
     check_source,
@@ -41,7 +44,7 @@ from flows.startup import (
 )
 from pairstream.alerts import load_rules
 from pairstream.config import DEFAULT_PRESET, Config
-from pairstream.records import Bar, Health, Progress, Tick, TickBatch
+from pairstream.records import Bar, Health, Mark, Progress, Tick, TickBatch
 
 
 def make_source(cfg: Config) -> Source[Any]:
@@ -61,6 +64,7 @@ def make_source(cfg: Config) -> Source[Any]:
         api_key=src.api_key(),
         high_water=src.high_water,
         until=src.until_dt,
+        marks=src.marks,
         # Between trades, let the feed's exchange clock run on for half the lateness: bars close
         # without waiting for the next trade, and the other half still absorbs the (ms-scale)
         # reordering between the streams of one connection.
@@ -102,6 +106,7 @@ def build(cfg: Config) -> Dataflow:
     ticks = op.flat_map_batch("ticks", events, _only(Tick, TickBatch))
     trade_flow = op.flat_map_batch("trade_flow", events, _only(Tick, TickBatch, Progress))
     health = op.flat_map_batch("health", events, _only(Health))
+    marks = op.flat_map_batch("marks", events, _only(Mark))
 
     built = bars("bars", trade_flow, cfg.timeframes, cfg.bars.lateness_td)
     all_bars = built.bars
@@ -115,7 +120,13 @@ def build(cfg: Config) -> Dataflow:
 
     pair_bars = align_pairs("align", all_bars, list(cfg.pairs), cfg.timeframes)
     analytics = pair_analytics("analytics", pair_bars, cfg)  # one row per preset
-    positions = signals("signals", analytics, cfg, funding=getattr(source, "funding", None))
+    positions = signals(
+        "signals",
+        analytics,
+        cfg,
+        funding=getattr(source, "funding", None),  # replay: funding files
+        funding_events=funding_from_marks("settlements", marks),  # live: the mark stream
+    )
     base = op.filter("default_preset", analytics, lambda a: a.preset == DEFAULT_PRESET)
     events_out = alerts("alerts", base, rules)
 
@@ -125,6 +136,7 @@ def build(cfg: Config) -> Dataflow:
     to_questdb("analytics_out", analytics, sink)
     to_questdb("signals_out", positions, sink)
     to_questdb("alerts_out", events_out, sink)
+    to_questdb("marks_out", marks, sink)
     if cfg.grafana.annotations:  # also on Grafana's panels; a slow Grafana never holds the flow
         op.output("annotations_out", events_out, GrafanaAnnotationSink.from_config(cfg.grafana))
     to_questdb("health_out", op.merge("all_health", health, built.late), sink)

@@ -73,6 +73,9 @@ class SourceConfig:
     stream: str = "aggTrade"
     ws_url: str = "wss://fstream.binance.com/market/stream"
     rest_url: str = "https://fapi.binance.com"
+    # binance: also subscribe <symbol>@markPrice@1s (table marks, live funding, a heartbeat of
+    # exchange time so bars close without waiting for the next trade)
+    marks: bool = True
     # binance: end the run once every symbol has traded at or after this UTC time (ISO 8601);
     # ticks from it on are not emitted and every bar is flushed. "" = run forever.
     until: str = ""

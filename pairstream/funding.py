@@ -10,8 +10,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Optional
 
-from pairstream.records import Funding
+from pairstream.records import Funding, Mark
 
 
 class FundingBook:
@@ -52,3 +53,27 @@ class FundingBook:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, FundingBook) and self._ev == other._ev
+
+
+class MarkFunding:
+    """The funding settlements one symbol's mark price stream announces (live funding).
+
+    Each ``markPriceUpdate`` carries the current funding rate ``r`` and the next funding time
+    ``T``; the first update at or after ``T`` shows that the settlement happened, at the rate
+    and mark of the last update before it. Picklable, O(1).
+    """
+
+    def __init__(self) -> None:
+        self.last: Optional[Mark] = None
+        self.settled: Optional[datetime] = None  # the latest funding time emitted
+
+    def update(self, m: Mark) -> list[Funding]:
+        prev = self.last
+        if prev is not None and m.ts <= prev.ts:
+            return []  # an old or repeated update (reconnect overlap)
+        self.last = m
+        t = prev.next_funding_ts if prev is not None else None
+        if t is None or m.ts < t or (self.settled is not None and t <= self.settled):
+            return []
+        self.settled = t
+        return [Funding(m.symbol, t, prev.funding_rate, prev.mark)]

@@ -12,6 +12,13 @@ A tape *cursor* says how many recorded trades have "happened". REST only answers
 the cursor. After a disconnect the live stream resumes at the cursor (nothing missed is resent:
 that is what the client's REST backfill is for).
 
+Mark prices: a client subscribing ``<symbol>@markPrice@1s`` gets one ``markPriceUpdate`` per
+symbol per second of the fake's exchange clock (event time ``E`` on the whole second, mark =
+index = the symbol's last recorded trade price at that time, funding rate 0.0001, next funding
+time the next 8-hour boundary), also after the tape has ended, as the real exchange goes on. Only
+with ``speed>0``: the exchange clock is then the recorded clock at that multiple. Every update
+sent is listed in ``Stats.marks`` as ``(symbol, E)``.
+
 Pacing: ``speed=0`` sends as fast as the client reads, but only while a client is connected;
 ``speed>0`` follows the recorded receive times at that multiple from the first connection on
 (trades keep happening while no client is connected); ``manual=True`` sends only what
@@ -93,6 +100,7 @@ class Stats:
     refused: int = 0
     rest: list[tuple[str, int]] = field(default_factory=list)  # (request path+query, status)
     weight: dict[int, int] = field(default_factory=dict)  # fake minute -> weight used in it
+    marks: list[tuple[str, int]] = field(default_factory=list)  # (symbol, E ms) of updates sent
 
 
 def garbage(rng: random.Random) -> str | bytes:
@@ -126,7 +134,7 @@ class _Client:
 
     def __init__(self, conn: ServerConnection, subs: set[tuple[str, str]]):
         self.conn = conn
-        self.subs = subs  # (SYMBOL, "aggTrade" | "trade")
+        self.subs = subs  # (SYMBOL, "aggTrade" | "trade" | "markPrice@1s")
         self.sent = 0
         self.gone = False
 
@@ -177,6 +185,12 @@ class FakeBinance:
         self.exchange_info = exchange_info or listing(
             json.loads(EXCHANGE_INFO.read_text()), {f.trade.symbol for f in self.frames})
         self._t0 = time.monotonic()  # the fake's rate-limit minutes count from here
+        self._clock0: Optional[float] = None  # monotonic time of the recorded clock's start
+        self._prices: dict[str, tuple[list[int], list[str]]] = {}  # symbol -> (T, price)
+        for f in self.frames:
+            ts, ps = self._prices.setdefault(f.trade.symbol, ([], []))
+            ts.append(f.trade.T)
+            ps.append(f.trade.price)
         self._backoff_until = -math.inf  # after a 429: requests before this are banned
         self._banned_until = -math.inf
 
@@ -251,14 +265,17 @@ class FakeBinance:
 
     async def _main(self) -> None:
         self._stop_event = asyncio.Event()
+        self._clock_started = asyncio.Event()
         self._wake = asyncio.Event()
         async with serve(self._handle, "127.0.0.1", 0, process_request=self._process_request,
                          max_size=2**16, ping_interval=None) as server:
             self.ws_port = server.sockets[0].getsockname()[1]
             self._ready.set()
             pump = asyncio.create_task(self._pump())
+            marks = asyncio.create_task(self._marks_pump())
             await self._stop_event.wait()
             pump.cancel()
+            marks.cancel()
             self._kick_all(True)
 
     def _process_request(self, conn: ServerConnection, request: Any) -> Any:
@@ -274,7 +291,7 @@ class FakeBinance:
         subs = set()
         for s in (q.get("streams") or [""])[0].split("/"):
             sym, _, kind = s.partition("@")
-            if kind in ("aggTrade", "trade") and sym:
+            if kind in ("aggTrade", "trade", "markPrice@1s") and sym:
                 subs.add((sym.upper(), kind))
         if not subs:
             await conn.close(1008, "no streams")
@@ -315,7 +332,8 @@ class FakeBinance:
         if self.speed > 0:  # the recorded clock starts with the first client
             while not any(not c.gone for c in self._clients):
                 await self._wait()
-        t0 = time.monotonic()
+        t0 = self._clock0 = time.monotonic()
+        self._clock_started.set()
         r0 = self.frames[0].recv_ns if self.frames else 0
         while True:
             with self._lock:
@@ -348,6 +366,38 @@ class FakeBinance:
             if self.manual:
                 self._credits -= 1
             await asyncio.sleep(0)
+
+    async def _marks_pump(self) -> None:
+        """One markPriceUpdate per subscribed symbol per exchange second (``speed>0`` only)."""
+        if self.speed <= 0 or not self.frames:
+            return
+        await self._clock_started.wait()
+        assert self._clock0 is not None
+        e0 = self.frames[0].trade.E  # the recorded clock: trades are paced by it
+        sec = -(-e0 // 1000) * 1000
+        while True:
+            due = self._clock0 + (sec - e0) / 1000 / self.speed
+            if due > time.monotonic():
+                await asyncio.sleep(due - time.monotonic())
+            for c in list(self._clients):
+                for sym in sorted(s for s, kind in c.subs if kind == "markPrice@1s"):
+                    if c.gone or sym not in self._prices:
+                        continue
+                    try:
+                        await c.conn.send(self._mark_frame(sym, sec))
+                    except ConnectionClosed:
+                        c.gone = True
+                        continue
+                    self.stats.marks.append((sym, sec))
+            sec += 1000
+
+    def _mark_frame(self, sym: str, e_ms: int) -> str:
+        ts, ps = self._prices[sym]
+        price = ps[max(0, bisect.bisect_right(ts, e_ms) - 1)]
+        eight_h = 8 * 3600 * 1000
+        return orjson.dumps({"stream": f"{sym.lower()}@markPrice@1s", "data": {
+            "e": "markPriceUpdate", "E": e_ms, "s": sym, "p": price, "i": price, "P": price,
+            "r": "0.00010000", "T": (e_ms // eight_h + 1) * eight_h}}).decode()
 
     async def _send_index(self, i: int) -> None:
         f = self.frames[i]
