@@ -15,7 +15,9 @@ that is what the client's REST backfill is for).
 Mark prices: a client subscribing ``<symbol>@markPrice@1s`` gets one ``markPriceUpdate`` per
 symbol per second of the fake's exchange clock (event time ``E`` on the whole second, mark =
 index = the symbol's last recorded trade price at that time, funding rate 0.0001, next funding
-time the next 8-hour boundary), also after the tape has ended, as the real exchange goes on. Only
+time the next 8-hour boundary), after every trade event of that second has been sent (one
+connection delivers in event-time order), and also after the tape has ended,
+as the real exchange goes on. Only
 with ``speed>0``: the exchange clock is then the recorded clock at that multiple. Every update
 sent is listed in ``Stats.marks`` as ``(symbol, E)``.
 
@@ -379,6 +381,10 @@ class FakeBinance:
             due = self._clock0 + (sec - e0) / 1000 / self.speed
             if due > time.monotonic():
                 await asyncio.sleep(due - time.monotonic())
+            # one connection delivers in event-time order: the trades of events up to ``sec``
+            # go out before its mark, even when the trade pump runs behind its schedule
+            while self.cursor < len(self.frames) and self.frames[self.cursor].trade.E <= sec:
+                await asyncio.sleep(0.002)
             for c in list(self._clients):
                 for sym in sorted(s for s, kind in c.subs if kind == "markPrice@1s"):
                     if c.gone or sym not in self._prices:
