@@ -255,6 +255,9 @@ def _adf_t(spreads: np.ndarray, const: bool) -> float:
     # gives the same numbers to rounding and costs ~10x as much on a 20,000-bar scan.
     q, rr = np.linalg.qr(x)
     q = np.ascontiguousarray(q)
+    d = np.abs(np.diag(rr))
+    if not d.min() > 1e-12 * d.max():  # rank deficient: statsmodels' pinv gives NaN too
+        return np.nan
     coef = np.linalg.solve(rr, y @ q)
     r = y - x @ coef
     rinv = np.linalg.inv(rr)  # (XᵀX)⁻¹ = R⁻¹R⁻ᵀ: its diagonal is the rows' sums of squares
@@ -280,7 +283,7 @@ def adf_pvalue(spreads: np.ndarray) -> Optional[float]:
     Re-implemented (compiled) so that one evaluation costs tens of µs (statsmodels fits ~13
     full OLS models). Same maxlag rule (Schwert), same common sample for the AIC search, same
     AIC (``−2·llf + 2·k``) and the same ``(aic, lag)`` tie break, then the t-value of the lagged
-    level with the chosen lag on its own sample (pinv, as statsmodels' OLS), and MacKinnon's
+    level with the chosen lag on its own sample (QR; statsmodels' pinv to rounding), and MacKinnon's
     p-value. None for a constant or non-finite window, or one the lags fit exactly.
     """
     if not np.all(np.isfinite(spreads)) or spreads.max() == spreads.min():
