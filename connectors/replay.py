@@ -191,6 +191,27 @@ def read_file(spec: FileSpec, skip: int) -> Iterator[tuple[int, Any]]:
                 yield n, e
 
 
+def read_klines(path: str, symbol: str) -> list[Bar]:
+    """Bars of one Binance kline CSV (plain or .gz) of ``symbol``, through :func:`read_file`.
+
+    Shared by ``pairstream backtest`` and ``pairstream scan``; a file that is missing, holds
+    something else or mixes timeframes raises :class:`ReplayError` naming the file and line.
+    """
+    if not os.path.isfile(path):
+        raise ReplayError(f"{path} does not exist")
+    out: list[Bar] = []
+    for n, rec in read_file(FileSpec(path, "klines", symbol), 0):
+        if isinstance(rec, MalformedFrame):
+            raise ReplayError(f"{path} line {n}: {rec} (not a Binance kline CSV?)")
+        out.append(rec)
+    if not out:
+        raise ReplayError(f"{path} holds no kline rows")
+    tfs = sorted({b.tf for b in out})
+    if len(tfs) != 1:
+        raise ReplayError(f"{path} mixes timeframes {', '.join(tfs)}")
+    return out
+
+
 def _frame_blocks(path: str, skip: int, size: int) -> Iterator[bytes]:
     """Runs of whole lines (about ``size`` bytes each) of a frame file, after ``skip`` lines.
 

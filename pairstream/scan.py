@@ -27,14 +27,23 @@ moment matrix of the residuals ``[R_0, R_k]`` — three Cholesky log-determinant
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import timedelta
+from multiprocessing import get_context
 from typing import NamedTuple, Optional
 
 import numpy as np
 
+from pairstream.align import align_closes
+from pairstream.config import MIN_SCAN_BARS
 from pairstream.estimators import adf_tvalue, half_life, ols_beta_alpha, pearson
 from pairstream.jit import compiled
 from pairstream.mackinnon import mackinnon_p_c
+from pairstream.records import EPOCH, PairScan
 
 HURST_LAGS = (2, 100)  # τ from 2 to 100 inclusive
 # statsmodels.tsa.coint_tables.c_sjt(2, 0)[1]: the 95% trace critical value for 2 series with a
@@ -201,3 +210,93 @@ def scan_pair(y: np.ndarray, x: np.ndarray) -> ScanStats:
         corr=corr,
         n=n,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# a universe: every ordered pair, aligned as the flow aligns pairs, spread over processes
+
+Series = dict[str, tuple[np.ndarray, np.ndarray]]  # symbol → (bar starts in ms, closes)
+_SERIES: Series = {}  # a pool worker's copy of the universe (set once by its initializer)
+
+
+def ordered_pairs(symbols: Sequence[str]) -> list[tuple[str, str]]:
+    """Every ordered pair ``(y, x)`` of distinct symbols, in the symbols' order."""
+    return list(itertools.permutations(symbols, 2))
+
+
+def scan_one(
+    series: Series, y: str, x: str, tf: str, tf_ms: int, window: Optional[int] = None
+) -> Optional[PairScan]:
+    """The ``pair_scan`` row of ``(y, x)``: aligned (forward fill, :func:`align_closes`), the
+    last ``window`` bars if given; None with fewer than :data:`MIN_SCAN_BARS` (or ``window``)."""
+    ts, cy, cx = align_closes(*series[y], *series[x])
+    if window is not None:
+        ts, cy, cx = ts[-window:], cy[-window:], cx[-window:]
+    if ts.size < max(MIN_SCAN_BARS, window or 0):
+        return None
+    st = scan_pair(cy, cx)
+    end = EPOCH + timedelta(milliseconds=int(ts[-1]) + tf_ms)
+    return PairScan(ts=end, y=y, x=x, tf=tf, **st._asdict())
+
+
+def _init_worker(series: Series) -> None:
+    global _SERIES
+    _SERIES = series
+
+
+def _scan_job(y: str, x: str, tf: str, tf_ms: int, window: Optional[int]) -> Optional[PairScan]:
+    return scan_one(_SERIES, y, x, tf, tf_ms, window)
+
+
+def scan_universe(
+    series: Series,
+    tf: str,
+    tf_ms: int,
+    window: Optional[int] = None,
+    workers: int = 1,
+    on_done: Optional[Callable[[int, int], None]] = None,
+) -> list[PairScan]:
+    """Rows of every ordered pair with enough bars, ranked by :func:`rank`.
+
+    With ``workers`` > 1 the pairs run in that many spawned processes (spawn: the parent may
+    hold threads), each given the universe once and one BLAS thread (the pool is the
+    parallelism; OpenBLAS threads on top of it would only contend for the same cores).
+    ``on_done(done, total)`` is called as pairs finish (a progress bar).
+    """
+    pairs = ordered_pairs(list(series))
+    rows: list[PairScan] = []
+    if workers <= 1 or len(pairs) < 2:
+        for i, (y, x) in enumerate(pairs, 1):
+            r = scan_one(series, y, x, tf, tf_ms, window)
+            if r is not None:
+                rows.append(r)
+            if on_done:
+                on_done(i, len(pairs))
+        return rank(rows)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")  # read by the spawned workers' numpy at import
+    with ProcessPoolExecutor(
+        min(workers, len(pairs)),
+        mp_context=get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(series,),
+    ) as pool:
+        futures = [pool.submit(_scan_job, y, x, tf, tf_ms, window) for y, x in pairs]
+        for i, f in enumerate(as_completed(futures), 1):
+            r = f.result()
+            if r is not None:
+                rows.append(r)
+            if on_done:
+                on_done(i, len(pairs))
+    return rank(rows)
+
+
+def rank(rows: Sequence[PairScan]) -> list[PairScan]:
+    """Most cointegrated first: ``coint_p``, then ``half_life`` (undefined values last)."""
+
+    def key(r: PairScan) -> tuple[float, float, str, str]:
+        p = math.inf if r.coint_p is None else r.coint_p
+        h = math.inf if r.half_life is None else r.half_life
+        return (p, h, r.y, r.x)
+
+    return sorted(rows, key=key)
