@@ -21,12 +21,12 @@ from connectors.questdb_http import QuestDBError
 from connectors.questdb_server import LauncherError
 from connectors.replay import ReplayError
 from pairstream.backtest import BacktestError
-from pairstream.config import Config, ConfigError, load
+from pairstream.config import Config, ConfigError, ScanError, load
 
 T = TypeVar("T")
 USER_ERRORS = (
     ConfigError, QuestDBError, ReplayError, FundingFileError, LauncherError, ExportError,
-    BacktestError, SymbolError, GrafanaError,
+    BacktestError, SymbolError, GrafanaError, ScanError,
 )  # fmt: skip
 
 

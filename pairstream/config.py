@@ -30,6 +30,10 @@ class ConfigError(ValueError):
     """A user-caused configuration problem; ``str(err)`` is the one-line message."""
 
 
+class ScanError(ValueError):
+    """Bad arguments or inputs of ``pairstream scan`` (a bad file...); a one-line message."""
+
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
