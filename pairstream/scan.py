@@ -32,6 +32,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from datetime import timedelta
 from multiprocessing import get_context
 from typing import NamedTuple, Optional
@@ -300,3 +301,76 @@ def rank(rows: Sequence[PairScan]) -> list[PairScan]:
         return (p, h, r.y, r.x)
 
     return sorted(rows, key=key)
+
+
+# ---------------------------------------------------------------------------------------------
+# the live scan: a schedule on bar time over the flow's own bars
+
+
+@dataclass(frozen=True)
+class ScanJob:
+    """The pairs ``(y, x)`` for every other symbol ``x``, over the universe's bars before ``ts``."""
+
+    ts_ms: int  # the boundary: every bar of the sample starts before it
+    y: str
+    tf: str
+    tf_ms: int
+    window: int
+    series: Series
+
+    def rows(self) -> list[PairScan]:
+        out = []
+        for x in self.series:
+            if x != self.y:
+                r = scan_one(self.series, self.y, x, self.tf, self.tf_ms, self.window)
+                if r is not None:
+                    out.append(r)
+        return out
+
+
+class ScanSchedule:
+    """Collects the closes of the scan universe and says when to rescan (picklable state).
+
+    Boundaries are the multiples of ``every`` on the UTC epoch. Boundary ``B`` fires once every
+    symbol's newest bar ends at or after ``B`` (so no bar before ``B`` can still come from any
+    worker): one :class:`ScanJob` per symbol over the bars that start before ``B``. Bars are
+    kept for the last ``window`` intervals (and the one close before them, for the forward
+    fill). A bar at or before a symbol's newest one is ignored, as the aligner does.
+    """
+
+    def __init__(self, symbols: Sequence[str], tf: str, tf_ms: int, window: int, every_ms: int):
+        self.symbols = tuple(symbols)
+        self.tf, self.tf_ms, self.window, self.every_ms = tf, tf_ms, window, every_ms
+        self.ms: dict[str, list[int]] = {s: [] for s in self.symbols}
+        self.close: dict[str, list[float]] = {s: [] for s in self.symbols}
+        self.next_ms: Optional[int] = None
+
+    def push(self, symbol: str, ts_ms: int, close: float) -> list[ScanJob]:
+        ms = self.ms.get(symbol)
+        if ms is None or (ms and ts_ms <= ms[-1]):
+            return []
+        ms.append(ts_ms)
+        self.close[symbol].append(close)
+        if self.next_ms is None:
+            self.next_ms = (ts_ms // self.every_ms + 1) * self.every_ms
+        jobs: list[ScanJob] = []
+        while all(m and m[-1] + self.tf_ms >= self.next_ms for m in self.ms.values()):
+            b = self.next_ms
+            series = {}
+            for s in self.symbols:
+                t = np.asarray(self.ms[s], dtype=np.int64)
+                k = int(np.searchsorted(t, b))
+                series[s] = (t[:k], np.asarray(self.close[s][:k], dtype=float))
+            jobs += [ScanJob(b, y, self.tf, self.tf_ms, self.window, series) for y in self.symbols]
+            self.next_ms = b + self.every_ms
+            self._prune()
+        return jobs
+
+    def _prune(self) -> None:
+        keep_from = self.next_ms - (self.window + 1) * self.tf_ms
+        for s in self.symbols:
+            t = self.ms[s]
+            k = max(0, int(np.searchsorted(np.asarray(t), keep_from)) - 1)  # one close before
+            if k:
+                del t[:k]
+                del self.close[s][:k]
