@@ -33,7 +33,7 @@ UTC = timezone.utc
 
 
 def universe_series() -> dict:
-    return {symbol_of(str(f)): closes(read_klines(str(f), symbol_of(str(f))), 60_000) for f in FILES}
+    return {s: closes(read_klines(str(f), s), 60_000) for f, s in zip(FILES, SYMBOLS)}
 
 
 def write_config(path: Path, every: str = "12h", window: int = 720) -> Path:
