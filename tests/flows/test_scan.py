@@ -72,14 +72,14 @@ def test_live_scan_writes_every_boundary(questdb, tmp_path) -> None:
     )
     series = universe_series()
     start = datetime(2023, 2, 1, 12, tzinfo=UTC)
-    boundaries = [start + timedelta(hours=12 * i) for i in range(27)]  # .. 2023-02-15 00:00
+    boundaries = [start + timedelta(hours=12 * i) for i in range(28)]  # .. 2023-02-15 00:00
     want = {}
     for b in boundaries:
         b_ms = (b - EPOCH) // timedelta(milliseconds=1)
         cut = {s: (t[t < b_ms], c[t < b_ms]) for s, (t, c) in series.items()}
         for y, x in ordered_pairs(SYMBOLS):
             want[(b, y, x)] = scan_one(cut, y, x, "1m", 60_000, 720)
-    assert len(got) == len(want) == 27 * 20
+    assert len(got) == len(want) == 28 * 20
     for row in got:
         ts = datetime.fromisoformat(row["ts"].replace("Z", "+00:00"))
         ref = want[(ts, row["y"], row["x"])]
