@@ -946,9 +946,10 @@ def pair_scanner(cfg: Config) -> Json:
         "coint_p and Hurst of $scan_pair, scan by scan",
         [
             target(
-                f"""SELECT ts AS time, coint_p, hurst FROM pair_scan
+                f"""SELECT ts AS time, last(coint_p) AS coint_p, last(hurst) AS hurst
+                FROM pair_scan
                 WHERE y = {SCAN_Y} AND x = {SCAN_X} AND tf = '$scan_tf' AND $__timeFilter(ts)
-                ORDER BY time""",
+                SAMPLE BY $__sampleByInterval ALIGN TO CALENDAR ORDER BY time""",
             )
         ],
         w=12,
@@ -959,10 +960,10 @@ def pair_scanner(cfg: Config) -> Json:
     spread = f"""WITH s AS (SELECT beta, alpha FROM pair_scan
         WHERE y = {SCAN_Y} AND x = {SCAN_X} AND tf = '$scan_tf' AND $__timeFilter(ts)
         LATEST ON ts PARTITION BY y, x),
-      a AS (SELECT ts, close FROM bars WHERE symbol = {SCAN_Y} AND tf = '$scan_tf'
-        AND $__timeFilter(ts)),
-      b AS (SELECT ts, close FROM bars WHERE symbol = {SCAN_X} AND tf = '$scan_tf'
-        AND $__timeFilter(ts)),
+      a AS (SELECT ts, last(close) AS close FROM bars WHERE symbol = {SCAN_Y}
+        AND tf = '$scan_tf' AND $__timeFilter(ts) SAMPLE BY $__sampleByInterval ALIGN TO CALENDAR),
+      b AS (SELECT ts, last(close) AS close FROM bars WHERE symbol = {SCAN_X}
+        AND tf = '$scan_tf' AND $__timeFilter(ts) SAMPLE BY $__sampleByInterval ALIGN TO CALENDAR),
       sp AS (SELECT a.ts AS ts, a.close - s.beta * b.close - s.alpha AS spread
         FROM a JOIN b ON a.ts = b.ts CROSS JOIN s)"""
     lo.add(
@@ -971,8 +972,8 @@ def pair_scanner(cfg: Config) -> Json:
         [target(f"{spread} SELECT ts AS time, spread FROM sp ORDER BY time")],
         w=12,
         h=9,
-        description="Closes of both legs at the scan timeframe with β, α of the newest scan of "
-        "the pair in the range.",
+        description="Closes of both legs at the scan timeframe (last close per sample when "
+        "zoomed out) with β, α of the newest scan of the pair in the range.",
         defaults=ts_defaults(),
     )
     lo.add(

@@ -101,9 +101,10 @@ def test_schedule_waits_for_every_symbol_and_forward_fills() -> None:
             continue  # B skips intervals: forward-filled like the aligner
         jobs += sch.push("BUSDT", i * tf, 2.0 + i * i)
     assert [j.ts_ms for j in jobs] == [300 * tf] * 2 + [600 * tf] * 2  # two boundaries, 2 jobs
-    a_t, a_c = jobs[-1].series["AUSDT"]
+    job = [j for j in jobs if j.y == "AUSDT"][-1]
+    a_t, _ = job.series["AUSDT"]
     assert a_t[-1] == 599 * tf and a_t.size <= 202  # pruned to the window and one before it
-    rows = jobs[-1].rows()
+    rows = job.rows()
     assert [r.y for r in rows] == ["AUSDT"] and rows[0].n == 200
     assert rows[0].ts == EPOCH + timedelta(milliseconds=600 * tf)
     assert sch.push("AUSDT", 10 * tf, 5.0) == []  # an old bar is ignored
