@@ -994,7 +994,9 @@ def pair_scanner(cfg: Config) -> Json:
     scan_tf = cfg.scan.tf if cfg.scan.symbols else ("1m" if "1m" in tfs else tfs[0])
     pair = cfg.pairs[0]
     variables = [
-        custom_variable("scan_tf", "Scan timeframe", tfs, scan_tf),
+        query_variable(
+            "scan_tf", "Scan timeframe", "SELECT DISTINCT tf FROM pair_scan ORDER BY tf", scan_tf
+        ),
         query_variable(
             "scan_pair",
             "Pair (y/x)",
