@@ -217,9 +217,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     series = {}
     for sym, bars in by_symbol.items():
         ms, c = closes(bars, tf_ms)
-        keep = (ms >= (lo if lo is not None else ms.min(initial=0))) & (
-            ms < (hi if hi is not None else np.iinfo(np.int64).max)
-        )
+        keep = np.ones(ms.size, dtype=bool)
+        if lo is not None:
+            keep &= ms >= lo
+        if hi is not None:
+            keep &= ms < hi
         series[sym] = (ms[keep], c[keep])
     t0 = time.monotonic()
     rows = scan_universe(series, tf, tf_ms, workers=args.workers, on_done=Progress())
