@@ -203,7 +203,8 @@ class BinanceRest:
 
     def get_blocking(self, path: str, params: Mapping[str, Any], *,
                      weight: Optional[int] = None, attempts: Optional[int] = None) -> Any:
-        """:meth:`get` for synchronous callers; after ``attempts`` failures re-raises the last."""
+        """:meth:`get` for synchronous callers (start-up): a 4xx other than 429/418 raises at
+        once; after ``attempts`` other failures the last one is raised."""
         w = weight if weight is not None else request_weight(path, params)
         attempt = 0
         while True:
@@ -213,6 +214,8 @@ class BinanceRest:
             except RestError as e:
                 if e.status in (429, 418):
                     continue  # the budget is paused: the next acquire waits (not an attempt)
+                if e.status is not None and 400 <= e.status < 500:
+                    raise  # our request is wrong (bad symbol, no key...): retrying cannot help
                 err: Exception = e
             except (OSError, ValueError) as e:
                 err = e

@@ -24,7 +24,15 @@ from flows.backtest_cli import add_args as bt_args
 from flows.backtest_cli import cmd_backtest
 from flows.scan_cli import add_args as scan_args
 from flows.scan_cli import cmd_scan
-from flows.startup import checked, fail, load_config, setup_logging, tune_gc, warm_kernels
+from flows.startup import (
+    check_source,
+    checked,
+    fail,
+    load_config,
+    setup_logging,
+    tune_gc,
+    warm_kernels,
+)
 from pairstream.config import Config
 
 DEMO_CONFIG = ROOT / "config" / "demo.toml"
@@ -101,6 +109,7 @@ def cmd_init_recovery(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     path = Path(args.config) if args.config else None
     cfg = load_config(path)
+    checked(lambda: check_source(cfg))  # before a local QuestDB is started: seconds, not more
     extra = list(args.bytewax)
     if args.recovery:
         init_recovery(Path(args.recovery))

@@ -132,3 +132,19 @@ def test_rest_429_and_418_pause_the_shared_budget_then_succeed(caplog):
     assert statuses == [429, 429, 418, 200]
     assert [r["a"] for r in rows] == list(range(first, first + 1000))
     assert any(r.levelname == "ERROR" and "418" in r.getMessage() for r in caplog.records)
+
+
+def test_blocking_get_gives_up_at_once_on_a_client_error_and_after_attempts_otherwise():
+    from connectors.binance_rest import RestError
+    from tests.fakes.exchange import refused_port
+
+    with FakeBinance() as fake:
+        rest = BinanceRest(fake.rest_url, "trade", budget=RestBudget())  # no API key sent
+        with pytest.raises(RestError, match="HTTP 400"):
+            rest.get_blocking("/fapi/v1/aggTrades", {"symbol": "NOPEUSDT", "limit": 10})
+        assert [st for _, st in fake.stats.rest] == [400]
+    down = BinanceRest(f"http://127.0.0.1:{refused_port()}", budget=RestBudget(),
+                       retry_base=0.01)
+    with pytest.raises(OSError):
+        down.get_blocking("/fapi/v1/exchangeInfo", {}, attempts=3)
+    assert down.budget.granted == 3  # three tries of weight 1, then the error

@@ -86,3 +86,22 @@ def test_trade_stream_without_api_key_names_the_variable(tmp_path):
     [line] = error_lines(proc)
     assert "BINANCE_API_KEY" in line and "source.api_key_env" in line
     assert "Traceback" not in proc.stderr
+
+
+def test_pairstream_run_checks_the_symbols_before_starting_questdb(tmp_path, monkeypatch, capsys):
+    from flows import cli
+
+    started = []
+    monkeypatch.setattr(cli, "questdb_for", lambda *a, **k: started.append(a))
+    with FakeBinance() as fake:
+        cfg = tmp_path / "live.toml"
+        cfg.write_text(CONFIG.format(symbols='["ETHUSDZ", "ETHUSDT"]', y="ETHUSDZ",
+                                     stream="aggTrade", ws_url=fake.ws_url,
+                                     rest_url=fake.rest_url, qdb_port=refused_port()))
+        with pytest.raises(SystemExit) as e:
+            cli.main(["run", "--config", str(cfg)])
+    assert e.value.code != 0 and not started
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "pairstream: error: symbols: ETHUSDZ: not listed on Binance USD-M futures (closest: "
+        "ETHUSDT")
