@@ -216,6 +216,9 @@ def _check_scan(sc: ScanConfig, symbols: tuple[str, ...], tfs: tuple[str, ...]) 
         raise ConfigError("scan.symbols: a symbol is listed twice")
     if len(sc.symbols) == 1:
         raise ConfigError("scan.symbols: a scan needs at least two symbols (or none: off)")
+    if not sc.symbols:  # off: the CLI checks its own --tf
+        sc.every_s  # noqa: B018 - validates the duration
+        return sc
     if sc.tf not in tfs:
         raise ConfigError(f"scan.tf: {sc.tf!r} is not in timeframes ({', '.join(tfs)})")
     if sc.window < MIN_SCAN_BARS:
