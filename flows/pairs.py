@@ -28,7 +28,14 @@ from flows.align import align_pairs
 from flows.analytics import pair_analytics
 from flows.bars import bars, rollup_bars
 from flows.signals import signals
-from flows.startup import checked, load_config, setup_logging, tune_gc, warm_kernels
+from flows.startup import (
+    checked,
+    freeze_heap,
+    load_config,
+    setup_logging,
+    tune_gc,
+    warm_kernels,
+)
 from pairstream.alerts import load_rules
 from pairstream.config import Config
 from pairstream.records import Bar, Health, Progress, Tick, TickBatch
@@ -125,6 +132,7 @@ def prepare() -> Config:
     checked(lambda: check_reachable(cfg.questdb.conf))
     checked(lambda: ensure_tables(cfg.questdb.conf))
     warm_kernels()
+    freeze_heap()
     return cfg
 
 
