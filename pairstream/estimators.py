@@ -316,12 +316,15 @@ class Kalman2:
 class PairEstimator:
     """All rolling estimators of one pair and timeframe; state is picklable and O(window)."""
 
-    def __init__(self, cfg: AnalyticsConfig, pair: str = "", tf: str = "") -> None:
+    def __init__(
+        self, cfg: AnalyticsConfig, pair: str = "", tf: str = "", preset: str = "default"
+    ) -> None:
         if cfg.prices not in ("raw", "log"):
             raise ValueError(f"prices must be 'raw' or 'log', got {cfg.prices!r}")
         self.cfg = cfg
         self.pair = pair
         self.tf = tf
+        self.preset = preset
         self._log = cfg.prices == "log"
         self._py = Ring(cfg.window)
         self._px = Ring(cfg.window)
@@ -386,4 +389,5 @@ class PairEstimator:
             z_kf=z_kf,
             half_life=self._half_life,
             warm=z is not None,
+            preset=self.preset,
         )
