@@ -383,9 +383,13 @@ class Feed:
             self.error = e  # the partition raises it: the flow stops with the cause chained
             log.error("binance %s: feed stopped: %s: %s", self.name, type(e).__name__, e)
         finally:
-            for t in asyncio.all_tasks(loop):
+            # Let every cancelled task finish (a backfill waiting in the shared REST budget must
+            # leave its queue, or it would hold up the other connections' requests).
+            tasks = asyncio.all_tasks(loop)
+            for t in tasks:
                 t.cancel()
-            loop.run_until_complete(asyncio.sleep(0))
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
             loop.close()
 
     async def _main(self) -> None:

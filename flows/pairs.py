@@ -36,6 +36,7 @@ from flows.signals import signals
 from flows.startup import (
     check_source,
     checked,
+    freeze_heap,
     load_config,
     setup_logging,
     tune_gc,
@@ -145,6 +146,7 @@ def prepare() -> Config:
     checked(lambda: check_reachable(cfg.questdb.conf))
     checked(lambda: ensure_tables(cfg.questdb.conf))
     warm_kernels()
+    freeze_heap()
     return cfg
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -148,3 +149,23 @@ def test_blocking_get_gives_up_at_once_on_a_client_error_and_after_attempts_othe
     with pytest.raises(OSError):
         down.get_blocking("/fapi/v1/exchangeInfo", {}, attempts=3)
     assert down.budget.granted == 3  # three tries of weight 1, then the error
+
+
+def test_a_stopped_feed_leaves_the_shared_queue():
+    """A feed stopped while its backfills wait in the budget must not block the others."""
+    from collections import deque
+
+    from connectors.binance_ws import Feed
+
+    budget = RestBudget(max_concurrent=1)
+    budget.acquire_blocking(1)  # the only slot is busy: the feed's requests queue up
+    with FakeBinance(manual=True) as fake:
+        rest = BinanceRest(fake.rest_url, budget=budget)
+        feed = Feed("q", ["BTCUSDT", "ETHUSDT"], "aggTrade", fake.ws_url, rest, deque(),
+                    last_ids={"BTCUSDT": 1, "ETHUSDT": 1}, verify_timeout=0.0).start()
+        deadline = time.monotonic() + 30
+        while len(budget._queue) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(budget._queue) == 2  # both symbols' verification requests wait
+        feed.stop()
+    assert len(budget._queue) == 0
