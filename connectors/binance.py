@@ -31,6 +31,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.binance_rest import BinanceRest
 from connectors.binance_ws import Clock, Feed, wall_clock
+from connectors.store_resume import Starter
 from pairstream.records import Health, Progress, Tick
 
 log = logging.getLogger("pairstream.binance")
@@ -116,6 +117,8 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
     ``[source] until``: bounded live captures, recovery tests) ends a partition once each of its
     symbols has traded at or after that exchange time: exactly the ticks before it are emitted
     and Progress never passes it, so the run's output does not depend on when it stopped.
+    ``starter`` (the flow's start plan) gives the position of symbols the recovery snapshot
+    does not hold: after the newest stored trade, or before the first trade of the warm-up.
     """
 
     def __init__(
@@ -142,6 +145,7 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
         ssl_context: Optional[ssl.SSLContext] = None,
         stop_when: Optional[Callable[[Mapping[str, int]], bool]] = None,
         until: Optional[datetime] = None,
+        starter: Optional[Starter] = None,
     ):
         if stream not in STREAMS:
             raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
@@ -165,6 +169,7 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
         self.max_batch = max_batch
         self.stop_when = stop_when
         self.until = until
+        self.starter = starter
 
     def list_parts(self) -> list[str]:
         return [f"conn-{i}" for i in range(len(self.groups))]
@@ -173,7 +178,13 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
                    resume_state: Optional[Snapshot]) -> _BinancePartition:
         symbols = self.groups[int(for_part.split("-", 1)[1])]
         resume = {s: int(i) for s, i in (resume_state or {}).items() if s in symbols}
+        first: list[Record] = []
+        fresh = [s for s in symbols if s not in resume]
+        if fresh and self.starter is not None:  # no recovered position: resume from the store
+            resume.update(self.starter.resume_ids(fresh))
+            first = list(self.starter.health(fresh))
         feed = self.feed(for_part, symbols, resume)
+        feed.out.extend(first)
         return _BinancePartition(feed, resume, self.poll_interval, self.max_batch,
                                  self.stop_when, self.until)
 

@@ -15,7 +15,7 @@ Wiring only: the maths lives in plain modules, the I/O in ``connectors``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -23,6 +23,7 @@ from bytewax.inputs import Source
 
 from connectors.questdb_sink import QuestDBSink, check_reachable, ensure_tables, to_questdb
 from connectors.replay import ReplaySource
+from connectors.store_resume import Starter
 from flows.alerting import alerts
 from flows.align import align_pairs
 from flows.analytics import pair_analytics
@@ -34,8 +35,8 @@ from pairstream.config import Config
 from pairstream.records import Bar, Health, Progress, Tick, TickBatch
 
 
-def make_source(cfg: Config) -> Source[Any]:
-    """The configured source: live Binance or a replay of files."""
+def make_source(cfg: Config, starter: Optional[Starter] = None) -> Source[Any]:
+    """The configured source: live Binance (resuming as ``starter`` plans) or a replay."""
     src = cfg.source
     if src.kind == "replay":
         return ReplaySource(
@@ -54,6 +55,7 @@ def make_source(cfg: Config) -> Source[Any]:
         # reordering between the streams of one connection.
         progress_horizon=cfg.bars.lateness_td.total_seconds() / 2,
         progress_interval=0.05,
+        starter=starter,
     )
 
 
@@ -83,7 +85,10 @@ def _only(*types: type) -> Callable[[list[Any]], list[Any]]:
 def build(cfg: Config) -> Dataflow:
     """The whole pipeline for one configuration."""
     rules = load_rules(cfg)
-    source = make_source(cfg)
+    # Live: every start resumes from the store, warms up from the exchange, then goes live.
+    starter = Starter(cfg) if cfg.source.kind == "binance" else None
+    seed = starter.symbol if starter is not None else None
+    source = make_source(cfg, starter)
     flow = Dataflow("pairstream")
     events = op.input("source", flow, source)
     # Batch filters (one Python call per source batch, not per tick): same records, same order.
@@ -91,7 +96,7 @@ def build(cfg: Config) -> Dataflow:
     trade_flow = op.flat_map_batch("trade_flow", events, _only(Tick, TickBatch, Progress))
     health = op.flat_map_batch("health", events, _only(Health))
 
-    built = bars("bars", trade_flow, cfg.timeframes, cfg.bars.lateness_td)
+    built = bars("bars", trade_flow, cfg.timeframes, cfg.bars.lateness_td, seed)
     all_bars = built.bars
     for tf in getattr(source, "bar_timeframes", ()):  # offline OHLC mode: kline files
         klines = op.filter(
@@ -105,6 +110,11 @@ def build(cfg: Config) -> Dataflow:
     analytics = pair_analytics("analytics", pair_bars, cfg)
     positions = signals("signals", analytics, cfg)
     events_out = alerts("alerts", analytics, rules)
+
+    if starter is not None:  # replayed history rebuilds state; stored rows stay as they are
+        analytics = op.filter("new_analytics", analytics, starter.unwritten)
+        positions = op.filter("new_signals", positions, starter.unwritten)
+        events_out = op.filter("new_alerts", events_out, starter.unwritten)
 
     sink = make_sink(cfg)
     to_questdb("ticks_out", ticks, sink)

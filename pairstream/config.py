@@ -72,6 +72,14 @@ class SourceConfig:
     # binance: end the run once every symbol has traded at or after this UTC time (ISO 8601);
     # ticks from it on are not emitted and every bar is flushed. "" = run forever.
     until: str = ""
+    # binance: before going live, fill the estimator windows from stored bars, then klines
+    warmup: bool = True
+    # binance: a stored resume point older than this is not backfilled (start cold instead)
+    max_gap: str = "2h"
+
+    @property
+    def max_gap_td(self) -> timedelta:
+        return parse_duration(self.max_gap, "source.max_gap")
 
     @property
     def until_dt(self) -> Optional[datetime]:
@@ -287,6 +295,7 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
         url = getattr(source, k)
         if not re.match(r"^(wss?|https?)://", url):
             raise ConfigError(f"source.{k}: expected a ws(s):// or http(s):// URL, got {url!r}")
+    source.max_gap_td  # noqa: B018 - validates the duration
     if source.until_dt is not None and source.kind != "binance":
         raise ConfigError("source.until: only for kind = 'binance' (a replay ends with its files)")
     questdb = _section(QuestDBConfig, data.get("questdb", {}), "questdb")

@@ -2,9 +2,13 @@
 
 It speaks the real protocol: a WebSocket at ``/market/stream?streams=btcusdt@aggTrade/...``
 sending combined-stream frames ``{"stream": ..., "data": {...}}`` and HTTP
-``GET /fapi/v1/aggTrades`` / ``GET /fapi/v1/historicalTrades`` answering from the same tape with
-Binance's JSON shapes. ``trade`` events are the recorded frames byte for byte; ``aggTrade``
-events are built from them (see :func:`tests.fakes.tape.aggregate`).
+``GET /fapi/v1/aggTrades`` (``fromId``, or ``startTime``/``endTime``) /
+``GET /fapi/v1/historicalTrades`` answering from the same tape with Binance's JSON shapes;
+``GET /fapi/v1/time`` answers the tape's clock (the event time of the newest trade that has
+happened) and ``GET /fapi/v1/klines`` the official 1m klines of ``data/sample/`` (which equal
+the tape's bars for its complete minutes) up to that clock. Only closed klines are served: the
+exchange's still-open kline is not modelled. ``trade`` events are the recorded frames byte
+for byte; ``aggTrade`` events are built from them (see :func:`tests.fakes.tape.aggregate`).
 
 A tape *cursor* says how many recorded trades have "happened". REST only answers trades behind
 the cursor. After a disconnect the live stream resumes at the cursor (nothing missed is resent:
@@ -33,7 +37,14 @@ import orjson
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from tests.fakes.tape import AggTrade, Frame, aggregate_positions, load_frames
+from tests.fakes.tape import (
+    SYMBOLS_A,
+    AggTrade,
+    Frame,
+    aggregate_positions,
+    load_frames,
+    load_klines,
+)
 
 
 @dataclass
@@ -64,6 +75,7 @@ class Stats:
     stalls: int = 0
     refused: int = 0
     rest: list[tuple[str, int]] = field(default_factory=list)  # (request path+query, status)
+    klines: int = 0  # kline rows served
 
 
 def garbage(rng: random.Random) -> str | bytes:
@@ -113,8 +125,10 @@ class FakeBinance:
         manual: bool = False,
         faults: Optional[Faults] = None,
         seed: int = 0,
+        klines: Optional[dict[str, list[list[Any]]]] = None,
     ):
         self.frames = frames if frames is not None else load_frames()
+        self.klines = klines if klines is not None else {s: load_klines(s) for s in SYMBOLS_A}
         self.speed = speed
         self.manual = manual
         self.faults = faults or Faults()
@@ -122,6 +136,7 @@ class FakeBinance:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.cursor = 0  # trades [0, cursor) have happened
+        self.served: set[tuple[str, int]] = set()  # (symbol, aggTrade id) sent by WS or REST
         aggs = aggregate_positions(self.frames)
         self._agg_at: dict[int, list[AggTrade]] = {}
         for pos, g in aggs:
@@ -203,6 +218,12 @@ class FakeBinance:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._kick_all, abnormal)
 
+    def now_ms(self) -> int:
+        """The exchange clock: event time of the newest trade that has happened."""
+        with self._lock:
+            i = self.cursor
+        return self.frames[i - 1].trade.E if i else self.frames[0].trade.T - 1
+
     @property
     def n_clients(self) -> int:
         return sum(1 for c in self._clients if not c.gone)
@@ -281,7 +302,9 @@ class FakeBinance:
             while not any(not c.gone for c in self._clients):
                 await self._wait()
         t0 = time.monotonic()
-        r0 = self.frames[0].recv_ns if self.frames else 0
+        with self._lock:  # the clock starts at the cursor (a test may have advanced it)
+            i0 = min(self.cursor, len(self.frames) - 1)
+        r0 = self.frames[i0].recv_ns if self.frames else 0
         while True:
             with self._lock:
                 i = self.cursor
@@ -331,6 +354,7 @@ class FakeBinance:
                 out.append(f.raw.decode())
             if (sym, "aggTrade") in c.subs:
                 for g in self._agg_at.get(i, ()):
+                    self.served.add((g.symbol, g.a))
                     out.append(orjson.dumps(
                         {"stream": f"{sym.lower()}@aggTrade", "data": g.event()}).decode())
             try:
@@ -367,21 +391,36 @@ class FakeBinance:
             return 418, {"code": -1003, "msg": "Way too many requests; IP banned."}, {
                 "Retry-After": str(fl.retry_after)}
         sym = (query.get("symbol") or [""])[0]
+        if path == "/fapi/v1/time":
+            return 200, {"serverTime": self.now_ms()}, {}
         try:
-            limit = min(1000, int((query.get("limit") or ["500"])[0]))
+            limit = min(1500 if path == "/fapi/v1/klines" else 1000,
+                        int((query.get("limit") or ["500"])[0]))
             from_id = query.get("fromId")
             fid = int(from_id[0]) if from_id else None
+            start = int(query["startTime"][0]) if "startTime" in query else None
+            end = int(query["endTime"][0]) if "endTime" in query else None
         except ValueError:
             return 400, {"code": -1100, "msg": "Illegal characters in parameter."}, {}
         with self._lock:
             cursor = self.cursor
+        if path == "/fapi/v1/klines":
+            return self._klines(sym, (query.get("interval") or [""])[0], start, end, limit)
         if path == "/fapi/v1/aggTrades":
             if sym not in self._aggs:
                 return 400, {"code": -1121, "msg": "Invalid symbol."}, {}
             ids, rows = self._aggs[sym]
             happened = bisect.bisect_left([p for p, _ in rows], cursor)
-            lo = bisect.bisect_left(ids, fid) if fid is not None else max(0, happened - limit)
-            return 200, [g.rest_row() for _, g in rows[lo:min(happened, lo + limit)]], {}
+            if start is not None:  # by time: from the first trade at or after startTime
+                if end is None or not 0 <= end - start < 3_600_000 or fid is not None:
+                    return 400, {"code": -1127, "msg": "More than 1 hours between startTime "
+                                 "and endTime."}, {}  # fmt: skip
+                sel = [g for _, g in rows[:happened] if start <= g.T <= end][:limit]
+            else:
+                lo = bisect.bisect_left(ids, fid) if fid is not None else max(0, happened - limit)
+                sel = [g for _, g in rows[lo:min(happened, lo + limit)]]
+            self.served.update((g.symbol, g.a) for g in sel)
+            return 200, [g.rest_row() for g in sel], {}
         if path == "/fapi/v1/historicalTrades":
             if sym not in self._trades:
                 return 400, {"code": -1121, "msg": "Invalid symbol."}, {}
@@ -391,6 +430,21 @@ class FakeBinance:
             hi = min(happened, lo + limit)
             return 200, [self.frames[p].trade.rest_row() for p in pos[lo:hi]], {}
         return 404, {"code": -1, "msg": "not found"}, {}
+
+    def _klines(
+        self, sym: str, interval: str, start: Optional[int], end: Optional[int], limit: int
+    ) -> tuple[int, Any, dict]:
+        if sym not in self.klines:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}, {}
+        if interval != "1m":
+            return 400, {"code": -1120, "msg": "Invalid interval."}, {}
+        now = self.now_ms()
+        rows = [r for r in self.klines[sym]
+                if r[6] < now and (start is None or r[0] >= start)
+                and (end is None or r[0] <= end)]  # fmt: skip
+        rows = rows[:limit] if start is not None else rows[-limit:]
+        self.stats.klines += len(rows)
+        return 200, rows, {}
 
 
 def _rest_handler(fake: FakeBinance) -> type[BaseHTTPRequestHandler]:
