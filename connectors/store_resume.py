@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
 from connectors.binance_history import BinanceHistory, HistoryError
 from connectors.questdb_http import QuestDBHttp
+from pairstream.align import PairAligner
 from pairstream.config import AnalyticsConfig, Config, tf_seconds
-from pairstream.records import EPOCH, Bar, Health, Tick
+from pairstream.records import EPOCH, Bar, Health, PairBar, Tick
 
 log = logging.getLogger("pairstream.start")
 
@@ -273,4 +275,36 @@ class Starter:
         return until is None or row.ts > until
 
 
-__all__ = ["Planner", "StartPlan", "Starter", "SymbolStart", "bars_needed"]
+def stored_pair_bars(
+    http: QuestDBHttp, y: str, x: str, tf: str, before: datetime, limit: int
+) -> list[PairBar]:
+    """The last ``limit`` aligned closes of ``y``/``x`` before ``before``, from ``bars``.
+
+    Aligned by the live rule (:class:`~pairstream.align.PairAligner`), so a replay of them feeds
+    the estimators exactly what the live flow fed them.
+    """
+    rows = http.query(
+        f"SELECT symbol, ts, close FROM bars WHERE tf = '{tf}' AND symbol IN ('{y}', '{x}') "
+        f"AND ts < {_lit(before)} ORDER BY ts DESC LIMIT {2 * limit}"
+    )
+    aligner = PairAligner(y, x, tf)
+    out: list[PairBar] = []
+    for r in reversed(rows):
+        b = Bar(r["symbol"], tf, _ts(r["ts"]), *(r["close"],) * 4, 0.0, 0.0, 0, 0.0, 0.0, False)
+        out.extend(aligner.push(b))
+    return out[-limit:]
+
+
+def stored_history(conf: str) -> Callable[[str, str, str, datetime, int], list[PairBar]]:
+    """:func:`stored_pair_bars` of the QuestDB at ``conf`` (connected on first use)."""
+
+    def history(y: str, x: str, tf: str, before: datetime, limit: int) -> list[PairBar]:
+        return stored_pair_bars(QuestDBHttp.from_conf(conf), y, x, tf, before, limit)
+
+    return history
+
+
+__all__ = [
+    "Planner", "StartPlan", "Starter", "SymbolStart", "bars_needed", "stored_history",
+    "stored_pair_bars",
+]

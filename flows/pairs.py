@@ -23,7 +23,7 @@ from bytewax.inputs import Source
 
 from connectors.questdb_sink import QuestDBSink, check_reachable, ensure_tables, to_questdb
 from connectors.replay import ReplaySource
-from connectors.store_resume import Starter
+from connectors.store_resume import Starter, stored_history
 from flows.alerting import alerts
 from flows.align import align_pairs
 from flows.analytics import pair_analytics
@@ -107,8 +107,9 @@ def build(cfg: Config) -> Dataflow:
         )
 
     pair_bars = align_pairs("align", all_bars, list(cfg.pairs), cfg.timeframes)
-    analytics = pair_analytics("analytics", pair_bars, cfg)
-    positions = signals("signals", analytics, cfg)
+    history = stored_history(cfg.questdb.conf)  # changed settings: state from stored bars
+    analytics = pair_analytics("analytics", pair_bars, cfg, history)
+    positions = signals("signals", analytics, cfg, history)
     events_out = alerts("alerts", analytics, rules)
 
     if starter is not None:  # replayed history rebuilds state; stored rows stay as they are

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pairstream.config import SignalsConfig
+from pairstream.config import AnalyticsConfig, SignalsConfig
 from pairstream.records import Analytics, Signal
 
 ENTER_LONG, ENTER_SHORT, EXIT, STOP, HOLD = "enter_long", "enter_short", "exit", "stop", "hold"
@@ -41,10 +41,13 @@ ENTER_LONG, ENTER_SHORT, EXIT, STOP, HOLD = "enter_long", "enter_short", "exit",
 class SignalMachine:
     """Entry/exit/stop hysteresis with hedge-ratio-sized legs; picklable, O(1) state."""
 
-    def __init__(self, cfg: SignalsConfig) -> None:
+    def __init__(self, cfg: SignalsConfig, analytics: Optional[AnalyticsConfig] = None) -> None:
         if cfg.use not in ("zscore", "z_kf"):
             raise ValueError(f"use must be 'zscore' or 'z_kf', got {cfg.use!r}")
         self.cfg = cfg
+        # the settings of the analytics whose z drives it: a resumed flow whose settings
+        # changed rebuilds the machine (flows.rebuild)
+        self.analytics = analytics
         self.position = 0
         self.hedge: Optional[float] = None
         self.blocked = 0  # side of the position last stopped out (-1 short, +1 long), 0 = free

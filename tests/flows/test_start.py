@@ -15,6 +15,7 @@ import bisect
 import random
 import subprocess
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -182,3 +183,78 @@ def _ns(row: dict):
     from types import SimpleNamespace
 
     return SimpleNamespace(**row)
+
+
+def _frame(rows: list[dict]) -> list:
+    return [_ns(r) for r in rows]
+
+
+def test_recovery_resume_with_changed_window_and_entry_rebuilds_from_stored_bars(
+    questdb, frames, tmp_path
+):
+    """Run with ``-r``, SIGKILL mid-tape, change ``[analytics.1m] window`` (3 → 4) and
+    ``[signals] entry`` (2 → 1), resume with ``-r``: the snapshot's estimator and signal state is
+    rebuilt from the stored bars, so every 1m row from the resumed bar on equals the reference
+    with the new settings over all stored bars, and the rows before it the old settings'."""
+    import re
+
+    from flows.cli import init_recovery
+    from pairstream.config import SignalsConfig
+    from tests.flows.test_recovery import RECOVERY_ARGS
+    from tests.reference import reference_signals
+
+    drop_tables(questdb.http)
+    ensure_tables(questdb.conf)
+    rec = tmp_path / "recovery"
+    init_recovery(rec)
+    log = tmp_path / "flow.log"
+    seen = [0.0]
+
+    def killer(proc: subprocess.Popen, fake: FakeBinance) -> Optional[str]:
+        if not seen[0]:
+            if questdb.http.query("SELECT count() n FROM ticks")[0]["n"] == 0:
+                return None
+            seen[0] = time.monotonic()
+        if time.monotonic() - seen[0] >= 4.0:
+            proc.kill()
+            return "killed"
+        return None
+
+    with FakeBinance(frames, speed=8) as fake:
+        fake.advance(at(frames, 0, 0))
+        cfg = config(tmp_path / "live.toml", fake)
+        code, how = run_live(questdb, cfg, fake, ("-r", str(rec), *RECOVERY_ARGS), log, killer)
+        assert how == "killed", tail(log)
+        text = cfg.read_text()
+        assert "[analytics.1m]\nwindow = 3\n" in text
+        cfg.write_text(text.replace("[analytics.1m]\nwindow = 3\n", "[analytics.1m]\nwindow = 4\n")
+                       + "\n[signals]\nentry = 1.0\n")
+        code, _ = run_live(questdb, cfg, fake, ("-r", str(rec), *RECOVERY_ARGS), log)
+        assert code == 0, tail(log)
+    out = log.read_text()
+    m = re.search(r"BTCUSDT/ETHUSDT 1m settings changed since the snapshot \(([^)]*)\): "
+                  r"estimators rebuilt from (\d+) stored bars", out)
+    assert m, tail(log)
+    assert m.group(1) == "analytics.window 3→4"
+    assert re.search(r"BTCUSDT/ETHUSDT 1m settings changed since the snapshot \(signals.entry "
+                     r"2.0→1.0, analytics.window 3→4\): signal state rebuilt", out)
+    n = int(m.group(2))
+    questdb.http.wait_applied()
+    http = questdb.http
+    y, x = (bars_1m(http, s)["close"] for s in SYMBOLS_A)
+    assert (y.index == x.index).all()
+    rows = http.query("SELECT * FROM pair_analytics WHERE tf = '1m' ORDER BY ts")
+    sig = pd.DataFrame(http.query("SELECT * FROM signals WHERE tf = '1m' ORDER BY ts"))
+    assert len(rows) == len(sig) == len(y) and 0 < n < len(y) - 1
+    new_cfg = replace(A_1M, window=4)
+    ref_new = reference_analytics(y.to_numpy(), x.to_numpy(), new_cfg)
+    ref_old = reference_analytics(y.to_numpy(), x.to_numpy(), A_1M)
+    assert_analytics_equal(_frame(rows[n:]), ref_new.iloc[n:].reset_index(drop=True))
+    assert_analytics_equal(_frame(rows[:n]), ref_old.iloc[:n].reset_index(drop=True))
+    rs = reference_signals(ref_new["zscore"].to_numpy(), ref_new["beta"].to_numpy(),
+                           y.to_numpy(), x.to_numpy(), SignalsConfig(entry=1.0))
+    assert (sig["position"].to_numpy()[n:] == rs["position"].to_numpy()[n:]).all()
+    assert (sig["action"].to_numpy()[n:] == rs["action"].to_numpy()[n:]).all()
+    np.testing.assert_allclose(sig["cum_pnl"].to_numpy()[n:], rs["cum_pnl"].to_numpy()[n:],
+                               rtol=1e-9, atol=1e-9)
+    assert (rs["action"].to_numpy()[n:] != "hold").any()  # the new entry level trades
