@@ -1,26 +1,18 @@
 """Binance futures history for the start sequence: server time, 1m klines, trades by time.
 
-Separate from :mod:`connectors.binance_rest` (the gap backfill) on purpose: these calls run once,
-blocking, before the flow goes live. Each request goes through :meth:`BinanceHistory.get`,
-which keeps the weight it spends below ``weight_budget`` per minute (Binance's request
-weights: klines 1/2/5/10 by ``limit``, aggTrades 20, time 1) and honours 429/418 with
-``Retry-After``. Stdlib ``urllib``, TLS verified by the default context.
+These calls run once, blocking, before the flow goes live, through
+:meth:`connectors.binance_rest.BinanceRest.get_blocking`: the process-wide weight budget
+(klines weigh 1/2/5/10 by ``limit``, aggTrades 20, time 1) and its 429/418 handling are the
+backfill's.
 """
 
 from __future__ import annotations
 
 import logging
-import ssl
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Optional
 
-import orjson
-
+from connectors.binance_rest import BinanceRest, RestError
 from connectors.frames import dt_to_ms, ms_to_dt
 from pairstream.config import tf_seconds
 from pairstream.records import Bar
@@ -51,75 +43,17 @@ def kline_to_bar(symbol: str, tf: str, row: list[Any]) -> Bar:
 
 
 class BinanceHistory:
-    """Blocking REST calls of the start sequence, within a per-minute weight budget."""
+    """Blocking REST calls of the start sequence, under the process-wide weight budget."""
 
-    def __init__(
-        self,
-        rest_url: str,
-        *,
-        weight_budget: int = 1200,
-        timeout: float = 10.0,
-        ssl_context: Optional[ssl.SSLContext] = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.base = rest_url.rstrip("/")
-        self.weight_budget = weight_budget
-        self.timeout = timeout
-        self._ssl = ssl_context
-        self._sleep = sleep
-        self._clock = clock
-        self._spent: list[tuple[float, int]] = []  # (when, weight) of the last minute
-        self.requests = 0
-        self.weight = 0
-
-    def _reserve(self, weight: int) -> None:
-        """Wait until ``weight`` more fits in the last 60 s of spending."""
-        while True:
-            now = self._clock()
-            self._spent = [(t, w) for t, w in self._spent if now - t < 60.0]
-            used = sum(w for _, w in self._spent)
-            if used + weight <= self.weight_budget or not self._spent:
-                self._spent.append((now, weight))
-                return
-            self._sleep(60.0 - (now - self._spent[0][0]))
+    def __init__(self, rest_url: str, rest: Optional[BinanceRest] = None) -> None:
+        self.rest = rest if rest is not None else BinanceRest(rest_url)
 
     def get(self, path: str, params: dict[str, Any], weight: int) -> Any:
-        """One GET with JSON answer; retries throttling and transient failures a few times."""
-        url = f"{self.base}{path}?{urllib.parse.urlencode(params)}"
-        ctx = None
-        if url.startswith("https:"):
-            self._ssl = self._ssl or ssl.create_default_context()
-            ctx = self._ssl
-        req = urllib.request.Request(url, headers={"User-Agent": "pairstream"})
-        last = ""
-        for attempt in range(MAX_TRIES):
-            self._reserve(weight)
-            self.requests += 1
-            self.weight += weight
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout, context=ctx) as resp:
-                    used = resp.headers.get("X-MBX-USED-WEIGHT-1M")
-                    body = resp.read()
-                if used is not None and used.isdigit() and int(used) > self.weight_budget:
-                    self._spent.append((self._clock(), int(used) - self.weight_budget))
-                return orjson.loads(body)
-            except urllib.error.HTTPError as e:
-                last = f"HTTP {e.code}"
-                if e.code in (429, 418):
-                    try:
-                        wait = float(e.headers.get("Retry-After") or 1.0)
-                    except ValueError:
-                        wait = 1.0
-                    log.warning("binance %s: %s, waiting %.0fs", path, last, wait)
-                    self._sleep(wait)
-                    continue
-                if 400 <= e.code < 500:
-                    break  # our request is wrong: retrying will not help
-            except (OSError, ValueError) as e:
-                last = f"{type(e).__name__}: {e}"
-            self._sleep(min(5.0, 0.2 * 2**attempt))
-        raise HistoryError(f"binance {path} failed ({last})")
+        """One GET (budgeted, throttling honoured); a failure is one :class:`HistoryError`."""
+        try:
+            return self.rest.get_blocking(path, params, weight=weight, attempts=MAX_TRIES)
+        except (RestError, OSError, ValueError) as e:
+            raise HistoryError(f"binance {path} failed ({e})") from None
 
     def server_time(self) -> datetime:
         """The exchange's clock (``GET /fapi/v1/time``): "now" for the start sequence."""

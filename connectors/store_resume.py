@@ -111,10 +111,14 @@ class Planner:
         above = [tf for tf in tfs if tf_seconds(tf) > 1]
         self.base = above[0] if above else None  # the timeframe history bars are fed at
         self.base_s = tf_seconds(self.base) if self.base else 1
-        need = [bars_needed(cfg.analytics_for(tf)) * tf_seconds(tf) for tf in above]
+        need = [self.needed(tf) * tf_seconds(tf) for tf in above]
         self.need_history = timedelta(seconds=max(need, default=0))
         one = [tf for tf in tfs if tf_seconds(tf) == 1]
-        self.need_1s = timedelta(seconds=bars_needed(cfg.analytics_for(one[0])) if one else 0)
+        self.need_1s = timedelta(seconds=self.needed(one[0]) if one else 0)
+
+    def needed(self, tf: str) -> int:
+        """Warm-up bars of ``tf``: the longest of every preset's."""
+        return max(bars_needed(self.cfg.analytics_for(tf, p)) for p in self.cfg.preset_names)
 
     def plan(self) -> StartPlan:
         self.http.wait_applied(["ticks", "bars"], timeout=60.0)

@@ -13,12 +13,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, Optional
 
 from connectors.store_resume import bars_needed
-from pairstream.config import AnalyticsConfig, SignalsConfig
+from pairstream.config import DEFAULT_PRESET, AnalyticsConfig, Config, SignalsConfig
 from pairstream.estimators import PairEstimator
-from pairstream.records import PairBar
+from pairstream.funding import FundingBook
+from pairstream.records import Analytics, PairBar
 from pairstream.signals import SignalMachine
 
 log = logging.getLogger("pairstream.start")
@@ -40,22 +41,26 @@ def replay_length(cfg: AnalyticsConfig) -> int:
 
 
 def _replay(
-    history: History, pair: str, tf: str, before: datetime, a_cfg: AnalyticsConfig
+    history: History, pair: str, tf: str, preset: str, before: datetime, a_cfg: AnalyticsConfig
 ) -> tuple[PairEstimator, list]:
     y, x = pair.split("/", 1)
     bars = history(y, x, tf, before, replay_length(a_cfg))
-    est = PairEstimator(a_cfg, pair, tf)
+    est = PairEstimator(a_cfg, pair, tf, preset)
     return est, [est.update(b.ts, b.y, b.x) for b in bars]
 
 
+def _key(pair: str, tf: str, preset: str) -> str:
+    return f"{pair} {tf}" + ("" if preset == DEFAULT_PRESET else f" preset {preset}")
+
+
 def rebuilt_estimator(
-    old: PairEstimator, cfg: AnalyticsConfig, history: History, pb: PairBar
+    old: PairEstimator, cfg: AnalyticsConfig, history: History, pb: PairBar, preset: str
 ) -> PairEstimator:
     """A fresh estimator with ``cfg``, fed the stored bars before ``pb``."""
-    est, rows = _replay(history, pb.pair, pb.tf, pb.ts, cfg)
-    log.info("start: %s %s settings changed since the snapshot (%s): estimators rebuilt from "
-             "%d stored bars", pb.pair, pb.tf, ", ".join(changes(old.cfg, cfg, "analytics")),
-             len(rows))
+    est, rows = _replay(history, pb.pair, pb.tf, preset, pb.ts, cfg)
+    log.info("start: %s settings changed since the snapshot (%s): estimators rebuilt from "
+             "%d stored bars", _key(pb.pair, pb.tf, preset),
+             ", ".join(changes(old.cfg, cfg, "analytics")), len(rows))
     return est
 
 
@@ -67,20 +72,23 @@ def machine_outdated(m: SignalMachine, s_cfg: SignalsConfig, a_cfg: AnalyticsCon
 
 def rebuilt_machine(
     old: SignalMachine,
-    s_cfg: SignalsConfig,
+    cfg: Config,
     a_cfg: AnalyticsConfig,
     history: History,
-    pair: str,
-    tf: str,
-    before: datetime,
+    a: Analytics,
+    funding: Optional[FundingBook] = None,
 ) -> SignalMachine:
-    """A fresh machine with the new settings, fed the analytics of the stored bars before."""
-    _, rows = _replay(history, pair, tf, before, a_cfg)
-    m = SignalMachine(s_cfg, a_cfg)
-    for a in rows:
-        m.update(a)
-    what = changes(old.cfg, s_cfg, "signals") + changes(
+    """A fresh machine with the new settings, fed the analytics of the stored bars before ``a``.
+
+    Funding events streamed in before the restart are not replayed (the machine keeps the
+    known ``funding`` book only).
+    """
+    _, rows = _replay(history, a.pair, a.tf, a.preset, a.ts, a_cfg)
+    m = SignalMachine(cfg.signals, a_cfg.prices, funding, a_cfg)
+    for r in rows:
+        m.update(r)
+    what = changes(old.cfg, cfg.signals, "signals") + changes(
         getattr(old, "analytics", None), a_cfg, "analytics")
-    log.info("start: %s %s settings changed since the snapshot (%s): signal state rebuilt "
-             "from %d stored bars", pair, tf, ", ".join(what), len(rows))
+    log.info("start: %s settings changed since the snapshot (%s): signal state rebuilt "
+             "from %d stored bars", _key(a.pair, a.tf, a.preset), ", ".join(what), len(rows))
     return m

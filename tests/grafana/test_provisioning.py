@@ -7,9 +7,15 @@ import re
 from pathlib import Path
 
 import jsonschema
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 import pytest
 import yaml
 
+from connectors.grafana import api_route, api_rule, api_rule_group
 from connectors.questdb_server import VERSION as QUESTDB_VERSION
 from tests.grafana import walk
 
@@ -73,14 +79,13 @@ def test_rule_files_follow_the_file_provisioning_format():
                 assert d["relativeTimeRange"]["from"] > d["relativeTimeRange"]["to"] >= 0
         # labels and titles are env-interpolated by Grafana: a '$' would be eaten
         assert "$" not in rule["title"] + "".join(rule.get("labels", {}).values())
-        api = {k: v for k, v in rule.items() if k != "uid"} | {
-            "uid": rule["uid"],
-            "folderUID": group["folder"],
-            "ruleGroup": group["name"],
-            "orgID": group["orgId"],
-        }
+        api = api_rule(rule, group)  # the mapping `pairstream grafana sync` sends
         assert not _errors(rule_schema, api), _errors(rule_schema, api)
     assert len(uids) == 3
+    (group,) = walk.yaml_files("alerting")["rules.yaml"]["groups"]
+    api_group = api_rule_group(group, "some-folder")
+    assert api_group["interval"] == 30 and api_group["folderUid"] == "some-folder"
+    assert not _errors(alerting_validator("RuleGroup"), api_group)
 
 
 def test_the_issue_s_three_rules():
@@ -118,6 +123,11 @@ def test_contact_point_and_policy():
             yield from receivers(r)
 
     assert {r for r in receivers(tree) if r} == {cp["name"]}
+    # what sync adds to someone's tree: the same policy as one route for pairstream's label
+    route = api_route(pols)
+    assert not _errors(alerting_validator("NotificationPolicy"), route)
+    assert route["object_matchers"] == [["team", "=", "pairstream"]]
+    assert {k: v for k, v in route.items() if k != "object_matchers"} == tree
 
 
 def test_every_provisioning_file_declares_api_version_1():
@@ -223,10 +233,16 @@ def test_flow_service_and_dockerfile():
     assert "RUN pip install ." in df
     # the project's own command initialises the recovery dir once, then runs the flow with it
     assert 'CMD ["pairstream", "run", "--recovery", "/recovery"]' in df
+    copied = set()
     for line in df.splitlines():
         if line.startswith("COPY "):
             for src in line.split()[1:-1]:
                 assert (REPO / src).exists() or src in ("README.md",), src
+                copied.add(src)
+    # every package pyproject installs is in the image
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for pattern in packages["packages"]["find"]["include"]:
+        assert pattern.rstrip("*") in copied, pattern
     ignored = (REPO / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".env" in ignored
 
