@@ -71,6 +71,7 @@ def make_sink(cfg: Config) -> QuestDBSink:
         flush_interval=q.flush_interval_s,
         derived_flush_interval=max(q.flush_interval_s, 1.0) if backfill else 0.0,
         buffer_rows=q.buffer_rows,
+        dead_letter=q.dead_letter or None,
     )
 
 

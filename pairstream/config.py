@@ -94,6 +94,7 @@ class QuestDBConfig:
     flush_rows: int = 50_000  # flush when this many rows are buffered
     flush_interval: str = "250ms"  # ... or when the oldest buffered row is this old
     buffer_rows: int = 1_000_000  # while QuestDB is down; beyond it the flow waits
+    dead_letter: str = ""  # rows QuestDB refuses ("" = var/dead_letter.jsonl in the checkout)
 
     @property
     def flush_interval_s(self) -> float:
@@ -348,9 +349,15 @@ def load(path: Optional[str | os.PathLike] = None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{chosen}: not valid TOML ({e})") from None
     cfg = parse(data, str(chosen))
-    # Relative replay paths are relative to the config file, like every tool users know.
+    # Relative paths (replay files, dead letters) are relative to the config file, like every
+    # tool users know.
     if cfg.source.paths:
         base = chosen.resolve().parent
         paths = tuple(p if os.path.isabs(p) else str(base / p) for p in cfg.source.paths)
         cfg = replace(cfg, source=replace(cfg.source, paths=paths))
+    dl = cfg.questdb.dead_letter
+    if dl and not os.path.isabs(dl):
+        cfg = replace(
+            cfg, questdb=replace(cfg.questdb, dead_letter=str(chosen.resolve().parent / dl))
+        )
     return cfg
