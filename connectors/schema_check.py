@@ -109,5 +109,6 @@ def check_tables(http: QuestDBHttp, tables: Iterable[Table]) -> None:
         for sql in fixes:  # one statement each: QuestDB runs no multi-column ALTER on WAL
             http.exec(sql)
         if fixes:
+            http.wait_applied([t.name])  # WAL applies ALTERs later: the next check sees them
             log.warning("questdb: table %s did not match the schema; ran: %s", t.name,
                         "; ".join(fixes))
