@@ -294,6 +294,9 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
     env_conf = os.environ.get("QDB_CLIENT_CONF")
     if env_conf:
         questdb = replace(questdb, conf=env_conf)
+    env_dead = os.environ.get("PAIRSTREAM_DEAD_LETTER")  # e.g. a container's writable volume
+    if env_dead:
+        questdb = replace(questdb, dead_letter=env_dead)
     if not re.match(r"^(http|https|tcp|tcps)::", questdb.conf):
         raise ConfigError(f"questdb.conf: expected 'http::addr=HOST:PORT;', got {questdb.conf!r}")
     _positive("questdb.flush_rows", questdb.flush_rows)
