@@ -91,3 +91,11 @@ def test_unreadable_files_are_one_line(tmp_path: Path):
     bad.write_text("symbols = [\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(bad)
+
+
+def test_dead_letter_path_is_relative_to_the_config_file(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("PAIRSTREAM_DEAD_LETTER", raising=False)
+    (tmp_path / "c.toml").write_text('[questdb]\ndead_letter = "var/refused.jsonl"\n')
+    assert load(tmp_path / "c.toml").questdb.dead_letter == str(tmp_path / "var/refused.jsonl")
+    monkeypatch.setenv("PAIRSTREAM_DEAD_LETTER", "/data/dl.jsonl")
+    assert load(tmp_path / "c.toml").questdb.dead_letter == "/data/dl.jsonl"
