@@ -29,6 +29,8 @@ from typing import Any, Optional, Union
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from connectors import shutdown
+from connectors.binance_budget import RestBudget, shared_budget
 from connectors.binance_rest import BinanceRest
 from connectors.binance_ws import Clock, Feed, wall_clock
 from pairstream.records import Health, Progress, Tick
@@ -63,8 +65,12 @@ class _BinancePartition(StatefulSourcePartition[Record, Snapshot]):
     def next_batch(self) -> list[Record]:
         if self._done:
             raise StopIteration
-        if self._feed.error is not None:
-            raise RuntimeError(f"binance feed {self._feed.name} died") from self._feed.error
+        err = self._feed.error
+        if err is not None:  # one line and the sink flushed (connectors.shutdown), or raise
+            msg = f"binance feed {self._feed.name} stopped: {type(err).__name__}: {err}"
+            exc = RuntimeError(msg)
+            exc.__cause__ = err
+            shutdown.fail_or_raise(msg, exc)
         out: list[Record] = []
         dq, last = self._out, self._last
         until = self._until
@@ -116,6 +122,14 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
     ``[source] until``: bounded live captures, recovery tests) ends a partition once each of its
     symbols has traded at or after that exchange time: exactly the ticks before it are emitted
     and Progress never passes it, so the run's output does not depend on when it stopped.
+
+    Bounded memory: a partition holds at most ``high_water`` records the worker has not taken
+    yet (it is back-pressured, e.g. by a QuestDB outage) plus as many live ticks held during
+    backfills; beyond that the connection is closed and, once the worker has taken half of
+    them, reopened and caught up over REST from the last emitted id. Every partition's REST
+    calls share ``budget`` (default: the process-wide one). The reconnect backoff restarts
+    from ``backoff_base`` only after a connection stayed up ``healthy_after`` seconds; a failed
+    rotation is retried after ``rotate_retry`` seconds.
     """
 
     def __init__(
@@ -132,12 +146,16 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
         stall_timeout: float = 30.0,
         verify_timeout: float = 1.0,
         rotate_after: float = 23 * 3600.0,
+        rotate_retry: float = 60.0,
+        healthy_after: float = 60.0,
+        high_water: int = 100_000,
         progress_interval: float = 0.1,
         progress_horizon: float = 0.0,
         poll_interval: float = 0.01,
         max_batch: int = 10_000,
-        rest_limit: int = 1000,
+        rest_limit: Optional[int] = None,
         rest_ban_backoff: float = 120.0,
+        budget: Optional[RestBudget] = None,
         api_key: Optional[str] = None,
         ssl_context: Optional[ssl.SSLContext] = None,
         stop_when: Optional[Callable[[Mapping[str, int]], bool]] = None,
@@ -157,10 +175,17 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
         self.clock = clock or wall_clock
         self._feed_kw: dict[str, Any] = dict(
             backoff_base=backoff_base, backoff_cap=backoff_cap, stall_timeout=stall_timeout,
-            verify_timeout=verify_timeout, rotate_after=rotate_after,
+            verify_timeout=verify_timeout, rotate_after=rotate_after, rotate_retry=rotate_retry,
+            healthy_after=healthy_after, high_water=high_water,
             progress_interval=progress_interval, progress_horizon=progress_horizon)
+        if stream == "trade" and not api_key:
+            raise ValueError("stream 'trade' backfills over /fapi/v1/historicalTrades, which "
+                             "needs an API key")
+        # One budget for every partition (connection) of the process: Binance counts per IP.
+        self.budget = budget if budget is not None else shared_budget()
         self._rest_kw: dict[str, Any] = dict(limit=rest_limit, ban_backoff=rest_ban_backoff,
-                                             api_key=api_key, ssl_context=ssl_context)
+                                             api_key=api_key, ssl_context=ssl_context,
+                                             budget=self.budget)
         self.poll_interval = poll_interval
         self.max_batch = max_batch
         self.stop_when = stop_when

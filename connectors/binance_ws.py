@@ -53,10 +53,17 @@ class Sequencer:
         emit: Callable[[Tick], None],
         count: Callable[[str, str, int], None],
         want_backfill: Callable[[str], None],
+        max_held: int = 100_000,
     ):
         self.last: dict[str, Optional[int]] = {s: last_ids.get(s) for s in symbols}
         self.state = {s: SYNCED for s in symbols}
         self.held: dict[str, list[Tick]] = {s: [] for s in symbols}
+        # At most ``max_held`` live ticks are held (all symbols together); beyond it a live tick
+        # is dropped and REST must reach its id (``need``) before the symbol is synced again.
+        self.max_held = max_held
+        self.n_held = 0
+        self.need: dict[str, int] = {}
+        self.dropped = 0  # live ticks dropped at the cap (fetched over REST instead)
         self.verify_since: dict[str, float] = {}
         self.connected = False
         self._emit = emit
@@ -92,12 +99,29 @@ class Sequencer:
         self.last[t.symbol] = t.trade_id
         self._emit(t)
 
+    def _hold(self, t: Tick) -> None:
+        if self.n_held < self.max_held:
+            self.held[t.symbol].append(t)
+            self.n_held += 1
+        else:
+            self.need[t.symbol] = max(self.need.get(t.symbol, t.trade_id), t.trade_id)
+            self.dropped += 1
+
+    def _short_of_need(self, s: str) -> bool:
+        need, last = self.need.get(s), self.last[s]
+        if need is None:
+            return False
+        if last is not None and last >= need:
+            del self.need[s]
+            return False
+        return True
+
     def on_live(self, t: Tick) -> None:
         s = t.symbol
         st = self.state[s]
         last = self.last[s]
         if st == BACKFILL:
-            self.held[s].append(t)
+            self._hold(t)
             return
         if last is None or t.trade_id == last + 1:
             self.state[s] = SYNCED
@@ -108,14 +132,15 @@ class Sequencer:
             return  # duplicate (overlap after reconnect/rotation, or replayed frame)
         else:
             self._count(s, "gaps", 1)
-            self.held[s].append(t)
+            self._hold(t)
             self._start_backfill(s)
 
     def on_rest(self, s: str, ticks: list[Tick], full_page: bool) -> bool:
         """A REST page for ``s`` (from last+1). True when the gap is closed and held ticks out.
 
         False means: fetch again (``full_page``: the next page; otherwise REST is behind the
-        live stream, so retry shortly).
+        live stream, so retry shortly). Live ticks dropped at the held cap keep the symbol in
+        backfill until REST has delivered them.
         """
         n = 0
         for t in sorted(ticks, key=lambda t: t.trade_id):
@@ -129,14 +154,17 @@ class Sequencer:
         last = self.last[s]
         lowest = min((t.trade_id for t in held), default=None)
         if lowest is None:
-            if full_page:
+            if full_page or self._short_of_need(s):
                 return False
         elif last is not None and last + 1 < lowest:
             return False
         self.held[s] = []
+        self.n_held -= len(held)
         self.state[s] = SYNCED
         for t in sorted(held, key=lambda t: t.trade_id):
             self.on_live(t)  # may find a further gap: state goes back to backfill
+        if self.state[s] != BACKFILL and self._short_of_need(s):
+            self.state[s] = BACKFILL  # ticks after the held ones were dropped: REST has them
         return self.state[s] != BACKFILL
 
 
@@ -146,6 +174,10 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> 
 
 
 class _Stall(Exception):
+    pass
+
+
+class _Shed(Exception):
     pass
 
 
@@ -172,6 +204,10 @@ class Feed:
         progress_horizon: float = 0.0,
         open_timeout: float = 10.0,
         log_interval: float = 10.0,
+        healthy_after: float = 60.0,
+        rotate_retry: float = 60.0,
+        high_water: int = 100_000,
+        ticker_failures: int = 100,
         seed: Optional[int] = None,
     ):
         self.name = name
@@ -191,14 +227,22 @@ class Feed:
         self.progress_horizon = timedelta(seconds=progress_horizon)
         self.open_timeout = open_timeout
         self.log_interval = log_interval
+        self.healthy_after = healthy_after
+        self.rotate_retry = rotate_retry
+        self.high_water = high_water
+        self.low_water = high_water // 2
+        self.ticker_failures = ticker_failures
         self._rng = random.Random(seed)
         self.counts: dict[str, dict[str, int]] = {
             s: dict.fromkeys(METRICS, 0) for s in [*self.symbols, UNATTRIBUTED]}
         self.newest_ms: dict[str, int] = {}
         self.seq = Sequencer(self.symbols, last_ids or {}, self._emit_tick, self._count,
-                             self._want_backfill)
+                             self._want_backfill, max_held=high_water)
         self.attempts = 0  # reconnect attempts so far (for tests and logs)
         self.rotations = 0
+        self.rotation_failures = 0
+        self.sheds = 0  # connections closed because the flow fell ``high_water`` records behind
+        self.shedding = False  # ... and it has not drained to ``low_water`` yet
         self.error: Optional[BaseException] = None
         self._backfills: dict[str, asyncio.Task] = {}
         self._pending: set[str] = set()
@@ -208,7 +252,6 @@ class Feed:
         self._malformed_logged = 0.0
         self._malformed_unlogged = 0
         self._health_sec: Optional[datetime] = None
-        self._had_data = False
         self._last_frame_at: Optional[datetime] = None  # exchange time of the newest trade
         self._last_recv: Optional[datetime] = None  # clock time it was received
 
@@ -277,7 +320,7 @@ class Feed:
         it hides (the watermark, progress − lateness, stays at or before the newest trade).
         """
         at = self._last_frame_at
-        if at is None:
+        if at is None or self.shedding:
             return
         if self.progress_horizon and self._last_recv is not None:
             at += min(max(self.clock() - self._last_recv, timedelta(0)), self.progress_horizon)
@@ -287,6 +330,8 @@ class Feed:
 
     def emit_health(self, flush: bool = False) -> None:
         """Once per clock second: the per-interval counts of the second just ended."""
+        if self.shedding and not flush:
+            return  # the counts keep adding up: the first row after the drain carries them
         now = self.clock()
         sec = now.replace(microsecond=0)
         if self._health_sec is None:
@@ -335,29 +380,56 @@ class Feed:
         except asyncio.CancelledError:
             pass
         except BaseException as e:  # noqa: BLE001 - reported to the worker by the partition
-            self.error = e
-            log.exception("binance %s: feed thread died", self.name)
+            self.error = e  # the partition raises it: the flow stops with the cause chained
+            log.error("binance %s: feed stopped: %s: %s", self.name, type(e).__name__, e)
         finally:
-            for t in asyncio.all_tasks(loop):
+            # Let every cancelled task finish (a backfill waiting in the shared REST budget must
+            # leave its queue, or it would hold up the other connections' requests).
+            tasks = asyncio.all_tasks(loop)
+            for t in tasks:
                 t.cancel()
-            loop.run_until_complete(asyncio.sleep(0))
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
             loop.close()
 
     async def _main(self) -> None:
         ticker = asyncio.create_task(self._ticker())
+        conn = asyncio.create_task(self._connection_loop())
         try:
-            await self._connection_loop()
+            # Whichever ends first ends the feed; its exception (a bug) reaches the partition,
+            # which stops the flow with it: a dead ticker must not silently stop the bars.
+            done, _ = await asyncio.wait({ticker, conn}, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                t.result()
         finally:
             ticker.cancel()
+            conn.cancel()
             for t in self._backfills.values():
                 t.cancel()
 
+    def tick(self) -> None:
+        """The periodic work: verification timeouts, backfills, progress, health."""
+        self.seq.check_verify(time.monotonic(), self.verify_timeout)
+        self._start_pending()
+        self.emit_progress()
+        self.emit_health()
+
     async def _ticker(self) -> None:
+        """:meth:`tick` every ``progress_interval``; a failing tick is logged and retried, and
+        ``ticker_failures`` failures in a row end the feed (the flow stops with the error)."""
+        failures = 0
         while True:
-            self.seq.check_verify(time.monotonic(), self.verify_timeout)
-            self._start_pending()
-            self.emit_progress()
-            self.emit_health()
+            try:
+                self.tick()
+                failures = 0
+            except Exception:
+                failures += 1
+                if failures >= self.ticker_failures:
+                    log.error("binance %s: periodic task failed %d times in a row; stopping",
+                              self.name, failures)
+                    raise
+                if failures == 1:
+                    log.exception("binance %s: periodic task failed; retrying", self.name)
             await asyncio.sleep(self.progress_interval)
 
     def _start_pending(self) -> None:
@@ -367,9 +439,20 @@ class Feed:
             if task is None or task.done():
                 self._backfills[s] = asyncio.get_running_loop().create_task(self._backfill(s))
 
+    async def _drained(self) -> None:
+        """Wait while the flow is ``high_water`` records behind (until it is at ``low_water``)."""
+        if len(self.out) >= self.high_water:
+            self.shedding = True
+        while self.shedding:
+            if len(self.out) <= self.low_water:
+                self.shedding = False
+                break
+            await asyncio.sleep(self.progress_interval)
+
     async def _backfill(self, s: str) -> None:
         delay = 0.05
         while self.seq.state[s] == BACKFILL:
+            await self._drained()
             last = self.seq.last[s]
             assert last is not None
             try:
@@ -410,7 +493,9 @@ class Feed:
     async def _connection_loop(self) -> None:
         attempt = 0
         while True:
+            await self._drained()
             reason = "connection closed"
+            healthy = False
             try:
                 ws = await self._open()
             except asyncio.CancelledError:
@@ -420,11 +505,14 @@ class Feed:
             else:
                 self.seq.on_connect(time.monotonic())
                 log.info("binance %s: connected (%d streams)", self.name, len(self.symbols))
+                opened = time.monotonic()
                 try:
                     await self._read(ws)
                 except asyncio.CancelledError:
                     await _close(ws)
                     raise
+                except _Shed:
+                    await _close(ws, wait=False)
                 except _Stall:
                     reason = f"no data for {self.stall_timeout:g}s (stalled)"
                     await _close(ws, wait=False)
@@ -432,29 +520,48 @@ class Feed:
                     reason = f"connection lost: {_describe(e)}"
                 finally:
                     self.seq.on_disconnect()
-                if self._had_data:
-                    attempt = 0  # the connection worked: start the backoff again from the base
+                # Only a connection that stayed up for a while resets the backoff: one that
+                # delivers a frame and drops, again and again, keeps backing off.
+                healthy = time.monotonic() - opened >= self.healthy_after
+            for s in self.symbols:
+                self.counts[s]["reconnects"] += 1
+            if self.shedding:
+                self.sheds += 1
+                log.warning("binance %s: the flow is %d records behind: connection closed; it "
+                            "reopens and catches up over REST once they are down to %d",
+                            self.name, len(self.out), self.low_water)
+                continue
+            if healthy:
+                attempt = 0
             delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap, self._rng)
             attempt += 1
             self.attempts += 1
-            for s in self.symbols:
-                self.counts[s]["reconnects"] += 1
             log.warning("binance %s: %s; reconnect attempt %d in %.2fs", self.name, reason,
                         attempt, delay)
             await asyncio.sleep(delay)
 
     async def _read(self, ws: ClientConnection) -> None:
-        """Receive until the connection fails (raises); rotate it before the 24 h limit."""
+        """Receive until the connection fails (raises); rotate it before the 24 h limit.
+
+        Raises _Shed when the flow is ``high_water`` records behind: the socket is dropped
+        rather than read into memory, and REST fills the hole once the flow has drained.
+        """
         opened = time.monotonic()
+        rotate_at = opened + self.rotate_after
         last_frame = opened
-        self._had_data = False
+        out, high = self.out, self.high_water
         while True:
             now = time.monotonic()
-            if now - opened >= self.rotate_after:
-                ws = await self._rotate(ws)
-                opened = last_frame = time.monotonic()
+            if now >= rotate_at:
+                new = await self._rotate(ws)
+                if new is ws:  # failed: try again soon, well before Binance's 24 h cut-off
+                    rotate_at = time.monotonic() + self.rotate_retry
+                else:
+                    ws = new
+                    last_frame = time.monotonic()
+                    rotate_at = last_frame + self.rotate_after
                 continue
-            wait = min(self.stall_timeout - (now - last_frame), self.rotate_after - (now - opened))
+            wait = min(self.stall_timeout - (now - last_frame), rotate_at - now)
             try:
                 raw = await _recv(ws, max(wait, 0.001))
             except asyncio.TimeoutError:
@@ -462,8 +569,10 @@ class Feed:
                     raise _Stall() from None
                 continue
             last_frame = time.monotonic()
-            self._had_data = True
             self.handle_frame(raw)
+            if len(out) >= high:
+                self.shedding = True
+                raise _Shed()
 
     async def _rotate(self, old: ClientConnection) -> ClientConnection:
         """Open the replacement first (overlap: never without a live connection), then switch.
@@ -474,8 +583,9 @@ class Feed:
         try:
             new = await self._open()
         except (OSError, asyncio.TimeoutError, WebSocketException) as e:
-            log.warning("binance %s: rotation failed (%s); keeping the old connection",
-                        self.name, _describe(e))
+            self.rotation_failures += 1
+            log.warning("binance %s: rotation failed (%s); keeping the old connection, next "
+                        "try in %gs", self.name, _describe(e), self.rotate_retry)
             return old
         # Drain what the old connection already holds before leaving it (briefly: it may never
         # go quiet; whatever is missed is found by the re-verification below).

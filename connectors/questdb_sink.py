@@ -33,12 +33,11 @@ from collections import deque
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import bytewax.operators as op
 import numpy as np
 import orjson
-import pandas as pd
 from bytewax.dataflow import Stream, operator
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from questdb import QuestDBError as ClientError
@@ -50,6 +49,9 @@ from connectors.questdb_http import QuestDBError, QuestDBHttp
 from connectors.schema import BY_NAME, BY_RECORD, FEED_HEALTH, TABLES, Table, table_for
 from connectors.schema_check import SchemaMismatch, check_tables
 from pairstream.records import Health, TickBatch, expand_ticks
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("pairstream.questdb")
 
@@ -435,7 +437,10 @@ def tick_frame(batches: list[TickBatch]) -> pd.DataFrame:
 
     One frame per flush (not per batch): the client's per-call cost is then spread over
     thousands of rows; the ILP it writes is byte for byte that of ``Buffer.row`` per Tick.
+    pandas is imported here, not at start-up: only a columnar replay needs it (~0.25 s).
     """
+    import pandas as pd
+
     names = sorted({b.symbol for b in batches})
     code = {s: i for i, s in enumerate(names)}
     cat = np.concatenate

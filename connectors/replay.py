@@ -3,7 +3,10 @@
 Reads data.binance.vision dumps (``trades``, ``aggTrades`` and ``klines`` CSV, with or without
 header) and recorded WebSocket frame files (lines ``<recv_ts_ns> <json>``, optionally gzipped).
 Trades become :class:`~pairstream.records.Tick`; kline rows become :class:`~pairstream.records.Bar`
-directly (offline OHLC mode). Files naming the same symbols form one partition and are read in
+directly (offline OHLC mode). Funding-rate files (:mod:`connectors.funding_files`) are not
+streamed: they form the source's :attr:`ReplaySource.funding` book, read once at build time,
+so every bar's funding is known before the bar arrives whatever the partitions' interleaving.
+Files naming the same symbols form one partition and are read in
 name order, so each symbol's ticks stay in time order; the snapshot is the position reached, so
 a recovered flow resumes where it stopped.
 """
@@ -26,7 +29,9 @@ from typing import Any, Optional
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.frames import MalformedFrame, csv_trade_to_tick, ms_to_dt, parse_frame
+from connectors.funding_files import funding_book, is_funding_file
 from connectors.trade_block import TradeColumns, trade_columns
+from pairstream.funding import FundingBook
 from pairstream.records import Bar, Progress, Tick, TickBatch
 
 log = logging.getLogger("pairstream.replay")
@@ -410,6 +415,8 @@ def count_records(paths: Sequence[str]) -> int:
     """Data lines in the files (a header line is not counted): the total for progress bars."""
     total = 0
     for p in expand_paths(paths):
+        if is_funding_file(p):
+            continue  # read up front, not streamed
         with _open_text(p) as fh:
             first = fh.readline()
             n = sum(1 for _ in fh) + (1 if first else 0)
@@ -449,7 +456,10 @@ class ReplaySource(FixedPartitionedSource[Any, tuple[int, int]]):
         block_bytes: int = 2 << 20,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        files = [_classify(p, symbols) for p in expand_paths(paths)]
+        all_paths = expand_paths(paths)
+        funding_paths = [p for p in all_paths if is_funding_file(p)]
+        files = [_classify(p, symbols) for p in all_paths if p not in funding_paths]
+        self.funding: FundingBook = funding_book(funding_paths, symbols)
         groups: dict[str, list[FileSpec]] = {}
         for f in files:
             syms = (f.symbol,) if f.symbol else symbols_in_name(f.path, symbols)

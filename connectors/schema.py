@@ -15,6 +15,7 @@ from pairstream.records import (
     BacktestResult,
     Bar,
     Health,
+    Mark,
     PairBar,
     Signal,
     Tick,
@@ -117,8 +118,9 @@ PAIR_ANALYTICS = Table(
         ("z_kf", _D),
         ("half_life", _D),
         ("warm", "BOOLEAN"),
+        ("preset", _S),
     ),
-    ("pair", "tf"),
+    ("pair", "tf", "preset"),
 )
 SIGNALS = Table(
     "signals",
@@ -135,8 +137,12 @@ SIGNALS = Table(
         ("pnl", _D),
         ("fees", _D),
         ("cum_pnl", _D),
+        ("hedge", _D),
+        ("funding", _D),
+        ("cum_funding", _D),
+        ("preset", _S),
     ),
-    ("pair", "tf"),
+    ("pair", "tf", "preset"),
 )
 ALERTS = Table(
     "alerts",
@@ -152,6 +158,20 @@ ALERTS = Table(
         ("message", "VARCHAR"),
     ),
     ("rule_id", "pair", "tf"),
+)
+# The ``<symbol>@markPrice@1s`` rows. Defined, not yet in TABLES: the live source does not
+# subscribe the stream yet (issue 18), and a table nothing writes would only confuse.
+MARKS = Table(
+    "marks",
+    Mark,
+    (
+        ("symbol", _S),
+        ("mark", _D),
+        ("index", _D),
+        ("funding_rate", _D),
+        ("next_funding_ts", "TIMESTAMP"),
+    ),
+    ("symbol",),
 )
 FEED_HEALTH = Table(
     "feed_health",
@@ -195,6 +215,7 @@ BACKTESTS = Table(
         ("max_drawdown", _D),
         ("max_drawdown_pnl", _D),
         ("hit_rate", _D),
+        ("funding", _D),
         ("run_at", "TIMESTAMP"),
     ),
     # ts = first bar of the range: re-running the same grid over the same range upserts

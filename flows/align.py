@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Optional
 
@@ -11,6 +12,8 @@ from bytewax.dataflow import Stream, operator
 from pairstream.align import PairAligner
 from pairstream.config import PairConfig
 from pairstream.records import Bar, PairBar
+
+log = logging.getLogger("pairstream.align")
 
 
 def _fan_out(
@@ -32,7 +35,12 @@ def align_pairs(
     def step(state: Optional[PairAligner], item: tuple[PairConfig, Bar]):
         pair, bar = item
         state = state if state is not None else PairAligner(pair.y, pair.x, bar.tf, pair.id)
-        return state, state.push(bar)
+        forced = state.forced
+        out = state.push(bar)
+        if state.forced > forced and forced % 1000 == 0:  # the first, then every 1000th
+            log.warning("align %s %s: a leg is %d bars behind: forward-filled it (%d intervals "
+                        "so far)", state.pair, state.tf, state.max_pending, state.forced)
+        return state, out
 
     keyed = op.flat_map("fan_out", bars, lambda b: _fan_out(b, pairs_t, tfs))
     return op.key_rm("unkey", op.stateful_flat_map("align", keyed, step))

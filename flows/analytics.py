@@ -1,4 +1,4 @@
-"""Bytewax operator running the rolling pair estimators, one state per pair and timeframe."""
+"""Bytewax operator running the rolling pair estimators, one state per pair, timeframe, preset."""
 
 from __future__ import annotations
 
@@ -14,15 +14,20 @@ from pairstream.records import Analytics, PairBar
 
 @operator
 def pair_analytics(step_id: str, pair_bars: Stream[PairBar], cfg: Config) -> Stream[Analytics]:
-    """PairBars (in time order per pair+tf) → Analytics rows, settings from ``analytics_for(tf)``.
+    """PairBars (in time order per pair+tf) → one Analytics row per preset and bar.
 
-    The state is a :class:`PairEstimator` (picklable, O(window)), so recovery snapshots are small.
+    Settings from ``cfg.analytics_for(tf, preset)``; every preset is its own keyed state, so
+    each costs one estimator update per bar whatever the history (``"default"`` is
+    ``[analytics]``). The state is a :class:`PairEstimator` (picklable, O(window)).
     """
+    presets = cfg.preset_names
 
-    def step(est: Optional[PairEstimator], pb: PairBar):
+    def step(est: Optional[PairEstimator], item: tuple[str, PairBar]):
+        preset, pb = item
         if est is None:
-            est = PairEstimator(cfg.analytics_for(pb.tf), pb.pair, pb.tf)
+            est = PairEstimator(cfg.analytics_for(pb.tf, preset), pb.pair, pb.tf, preset)
         return est, est.update(pb.ts, pb.y, pb.x)
 
-    keyed = op.key_on("key", pair_bars, lambda pb: f"{pb.pair}|{pb.tf}")
+    fanned = op.flat_map("presets", pair_bars, lambda pb: [(p, pb) for p in presets])
+    keyed = op.key_on("key", fanned, lambda it: f"{it[1].pair}|{it[1].tf}|{it[0]}")
     return op.key_rm("unkey", op.stateful_map("estimate", keyed, step))

@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 from connectors.export import parse_time
 from connectors.frames import MalformedFrame
+from connectors.funding_files import funding_book
 from connectors.questdb_http import QuestDBError, QuestDBHttp
 from connectors.replay import FileSpec, read_file
 from flows.startup import load_config
@@ -55,6 +56,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--klines", nargs=2, metavar=("Y_CSV", "X_CSV"),
         help="read the legs from Binance kline CSV files instead of QuestDB",
+    )  # fmt: skip
+    p.add_argument(
+        "--funding", nargs="+", action="extend", default=[], metavar="CSV",
+        help="funding-rate files of the legs (REST fundingTime,fundingRate,markPrice dumps or "
+        "data.binance.vision fundingRate CSV): funding is booked in the PnL",
     )  # fmt: skip
     params = p.add_argument_group("parameters (default: the configuration file)")
     for key in PARAM_KEYS:
@@ -210,9 +216,10 @@ def _pct(v: Optional[float]) -> str:
     return "-" if v is None else f"{100 * v:.2f}"
 
 
-def table(results: Sequence[BacktestResult], keys: Sequence[str]) -> str:
-    """An aligned text table, one row per parameter set in run order."""
-    head = ["#", *keys, "trades", "hit%", "pnl", "return%", "sharpe", "maxDD%"]
+def table(results: Sequence[BacktestResult], keys: Sequence[str], funding: bool = False) -> str:
+    """An aligned text table, one row per parameter set in run order (``funding``: with the
+    total funding column, for runs given funding files)."""
+    head = ["#", *keys, "trades", "hit%", "pnl", "funding", "return%", "sharpe", "maxDD%"]
     rows = [
         [
             str(i),
@@ -220,12 +227,16 @@ def table(results: Sequence[BacktestResult], keys: Sequence[str]) -> str:
             str(r.trades),
             _pct(r.hit_rate),
             f"{r.pnl:.2f}",
+            f"{r.funding:.2f}",
             _pct(r.total_return),
             "-" if r.sharpe is None else f"{r.sharpe:.2f}",
             _pct(r.max_drawdown),
         ]
         for i, r in enumerate(results, 1)
     ]
+    if not funding:
+        at = head.index("funding")
+        head, rows = head[:at] + head[at + 1 :], [r[:at] + r[at + 1 :] for r in rows]
     widths = [max(len(c) for c in col) for col in zip(head, *rows)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in (head, *rows)]
     return "\n".join(lines)
@@ -315,15 +326,18 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         span = f"[{_iso(start) if start else '…'}, {_iso(end) if end else '…'})"
         raise BacktestError(f"empty range: no {tf} bars of {pair} in {span} ({source})")
 
+    book = funding_book(args.funding, (y, x)) if args.funding else None
+    if book is not None and not len(book):
+        raise BacktestError(f"--funding: the files hold no funding of {y} or {x}")
     t0 = time.monotonic()
-    results = backtest(bars, sets, workers=args.workers, run_at=datetime.now(UTC))
+    results = backtest(bars, sets, workers=args.workers, run_at=datetime.now(UTC), funding=book)
     elapsed = time.monotonic() - t0
     last_end = bars[-1].ts + timedelta(seconds=tf_seconds(tf))
     print(
         f"backtest {pair} {tf}: {len(bars):,} bars {_stamp(bars[0].ts)} .. {_stamp(last_end)} "
         f"from {source}; {len(sets)} parameter set(s) in {elapsed:.1f}s"
     )
-    print(table(results, list(grid) or list(DEFAULT_COLUMNS)))
+    print(table(results, list(grid) or list(DEFAULT_COLUMNS), funding=book is not None))
     out = (
         Path(args.out)
         if args.out

@@ -22,7 +22,15 @@ from connectors.questdb_http import QuestDBHttp, parse_conf
 from connectors.questdb_server import ROOT, QuestDBServer
 from flows.backtest_cli import add_args as bt_args
 from flows.backtest_cli import cmd_backtest
-from flows.startup import checked, fail, load_config, setup_logging, tune_gc, warm_kernels
+from flows.startup import (
+    check_source,
+    checked,
+    fail,
+    load_config,
+    setup_logging,
+    tune_gc,
+    warm_kernels,
+)
 from pairstream.config import Config
 
 DEMO_CONFIG = ROOT / "config" / "demo.toml"
@@ -105,6 +113,7 @@ def cmd_init_recovery(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     path = Path(args.config) if args.config else None
     cfg = load_config(path)
+    checked(lambda: check_source(cfg))  # before a local QuestDB is started: seconds, not more
     extra = list(args.bytewax)
     if args.recovery:
         init_recovery(Path(args.recovery))
@@ -226,6 +235,57 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grafana(args: argparse.Namespace) -> int:
+    """``grafana sync``: what grafana/ provisions from files, into a running Grafana."""
+    from connectors import grafana as gf
+
+    cfg = load_config()
+    g = cfg.grafana
+    url = args.url or g.url
+    if not url:
+        fail("no Grafana URL: pass --url or set GRAFANA_URL (or [grafana] url)")
+    qdb_host = parse_conf(cfg.questdb.conf)[1].get("addr", "127.0.0.1:9000").rpartition(":")[0]
+    opts = gf.SyncOptions(
+        questdb_server=args.questdb_server or g.questdb_server or qdb_host,
+        questdb_port=args.questdb_port or g.questdb_port,
+        folder=args.folder or g.folder,
+        policy=not args.no_policy,
+    )
+    api = gf.connect(url, gf.credential_from_env(), g.timeout_s)
+    version = gf.check(api)
+    changes = gf.plan(api, opts)
+    todo = [c for c in changes if c.apply is not None]
+    verb = {"create": "would create", "update": "would update"} if args.dry_run else {}
+    print(f"pairstream grafana sync: {gf.base_url(api)} (Grafana {version})")
+    for c in changes:
+        action = verb.get(c.action, c.action + ("d" if c.action.endswith("e") else "ed"))
+        if c.action in ("unchanged", "skipped"):
+            action = c.action
+        print(f"  {c.kind:<14} {c.name:<32} {action}{': ' + c.detail if c.detail else ''}")
+    if args.dry_run:
+        print(f"dry run: {len(todo)} change(s) not written")
+        return 0
+    gf.apply(api, changes)
+    if todo:
+        print(f"synced: {len(todo)} change(s) written, {len(changes) - len(todo)} unchanged")
+    else:
+        print("nothing to change: Grafana already matches grafana/")
+    return 0
+
+
+def _grafana_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    s = sub.add_parser("sync", help="create or update datasource, folder, dashboards, alerting")
+    s.add_argument("--url", help="Grafana's URL (default: $GRAFANA_URL or [grafana] url)")
+    s.add_argument("--folder", help="uid of an existing folder to use (default: pairstream's own)")
+    s.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
+    s.add_argument("--questdb-server", help="QuestDB's host as Grafana reaches it")
+    s.add_argument("--questdb-port", type=int, help="QuestDB's PostgreSQL port (default 8812)")
+    s.add_argument(
+        "--no-policy", action="store_true", help="leave the notification policies alone"
+    )
+
+
 def _replay_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", help="dump or frame files (trades, aggTrades, klines)")
     p.add_argument("--speed", type=float, default=0.0, help="0 = fastest, 1 = real time")
@@ -248,6 +308,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "export": ("export stored rows to CSV (streamed from QuestDB)", _export_args, cmd_export),
     "replay": ("run the flow over dump files into QuestDB", _replay_args, cmd_replay),
     "backtest": ("backtest signal parameters (a grid) over stored bars", bt_args, cmd_backtest),
+    "grafana": ("sync dashboards and alerting into a running Grafana", _grafana_args, cmd_grafana),
 }
 
 

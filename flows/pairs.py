@@ -5,9 +5,11 @@
                                     │   ticks ────┴► bars 1s ► 1m ► 5m ────────► bars
                                     ├─► kline bars ► roll-up ──────────────────► bars
                                     └─► health ────────────────────────────────► feed_health
-    bars ► align per pair+tf ► pair analytics ─────────────────────────────────► pair_analytics
-                                             ├─► signals, paper PnL ───────────► signals
-                                             └─► alert rules ──────────────────► alerts
+    bars ► align per pair+tf ► pair analytics per preset ──────────────────────► pair_analytics
+               (replay funding files) ─┐     ├─► signals, paper PnL, funding ──► signals
+                                       └─────┘
+                                             └─► alert rules (default preset) ─► alerts
+                                                   └─ [grafana] annotations ───► Grafana
 
 Wiring only: the maths lives in plain modules, the I/O in ``connectors``.
 """
@@ -21,6 +23,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 
+from connectors.grafana_annotations import GrafanaAnnotationSink
 from connectors.questdb_sink import QuestDBSink, check_reachable, ensure_tables, to_questdb
 from connectors.replay import ReplaySource
 from flows.alerting import alerts
@@ -28,9 +31,16 @@ from flows.align import align_pairs
 from flows.analytics import pair_analytics
 from flows.bars import bars, rollup_bars
 from flows.signals import signals
-from flows.startup import checked, load_config, setup_logging, tune_gc, warm_kernels
+from flows.startup import (
+    check_source,
+    checked,
+    load_config,
+    setup_logging,
+    tune_gc,
+    warm_kernels,
+)
 from pairstream.alerts import load_rules
-from pairstream.config import Config
+from pairstream.config import DEFAULT_PRESET, Config
 from pairstream.records import Bar, Health, Progress, Tick, TickBatch
 
 
@@ -48,6 +58,8 @@ def make_source(cfg: Config) -> Source[Any]:
         stream=src.stream,
         ws_url=src.ws_url,
         rest_url=src.rest_url,
+        api_key=src.api_key(),
+        high_water=src.high_water,
         until=src.until_dt,
         # Between trades, let the feed's exchange clock run on for half the lateness: bars close
         # without waiting for the next trade, and the other half still absorbs the (ms-scale)
@@ -103,9 +115,10 @@ def build(cfg: Config) -> Dataflow:
         )
 
     pair_bars = align_pairs("align", all_bars, list(cfg.pairs), cfg.timeframes)
-    analytics = pair_analytics("analytics", pair_bars, cfg)
-    positions = signals("signals", analytics, cfg)
-    events_out = alerts("alerts", analytics, rules)
+    analytics = pair_analytics("analytics", pair_bars, cfg)  # one row per preset
+    positions = signals("signals", analytics, cfg, funding=getattr(source, "funding", None))
+    base = op.filter("default_preset", analytics, lambda a: a.preset == DEFAULT_PRESET)
+    events_out = alerts("alerts", base, rules)
 
     sink = make_sink(cfg)
     to_questdb("ticks_out", ticks, sink)
@@ -113,6 +126,8 @@ def build(cfg: Config) -> Dataflow:
     to_questdb("analytics_out", analytics, sink)
     to_questdb("signals_out", positions, sink)
     to_questdb("alerts_out", events_out, sink)
+    if cfg.grafana.annotations:  # also on Grafana's panels; a slow Grafana never holds the flow
+        op.output("annotations_out", events_out, GrafanaAnnotationSink.from_config(cfg.grafana))
     to_questdb("health_out", op.merge("all_health", health, built.late), sink)
     return flow
 
@@ -123,6 +138,7 @@ def prepare() -> Config:
     tune_gc()
     cfg = load_config()
     checked(lambda: load_rules(cfg))  # a bad alert rule stops here, before any I/O
+    checked(lambda: check_source(cfg))  # API key, symbols listed by Binance (live only)
     checked(lambda: check_reachable(cfg.questdb.conf))
     checked(lambda: ensure_tables(cfg.questdb.conf))
     warm_kernels()

@@ -13,7 +13,10 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn, Optional, TypeVar
 
+from connectors.binance_info import SymbolError, verify_symbols
 from connectors.export import ExportError
+from connectors.funding_files import FundingFileError
+from connectors.grafana import GrafanaError
 from connectors.questdb_http import QuestDBError
 from connectors.questdb_server import LauncherError
 from connectors.replay import ReplayError
@@ -21,7 +24,10 @@ from pairstream.backtest import BacktestError
 from pairstream.config import Config, ConfigError, load
 
 T = TypeVar("T")
-USER_ERRORS = (ConfigError, QuestDBError, ReplayError, LauncherError, ExportError, BacktestError)
+USER_ERRORS = (
+    ConfigError, QuestDBError, ReplayError, FundingFileError, LauncherError, ExportError,
+    BacktestError, SymbolError, GrafanaError,
+)  # fmt: skip
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -36,6 +42,21 @@ def checked(fn: Callable[[], T]) -> T:
         return fn()
     except USER_ERRORS as e:
         fail(str(e))
+
+
+def check_source(cfg: Config) -> None:
+    """Live source: the API key a ``trade`` stream needs, and every symbol listed by Binance.
+
+    Raises ConfigError / SymbolError (one line each); a replay needs neither (offline).
+    """
+    src = cfg.source
+    if src.kind != "binance":
+        return
+    if src.stream == "trade" and src.api_key() is None:
+        raise ConfigError(
+            f"source.stream: 'trade' backfills over /fapi/v1/historicalTrades, which needs an "
+            f"API key: set the environment variable {src.api_key_env} (source.api_key_env)")
+    verify_symbols(src.rest_url, cfg.symbols)
 
 
 def tune_gc() -> None:

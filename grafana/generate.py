@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # ``python grafana/generate.py`` as well as ``-m``
     sys.path.insert(0, str(ROOT))
 
-from pairstream.config import Config, load  # noqa: E402
+from pairstream.config import DEFAULT_PRESET, Config, load  # noqa: E402
 
 OUT = ROOT / "grafana" / "dashboards"
 DS_TYPE = "questdb-questdb-datasource"
@@ -230,7 +230,7 @@ def sql_list(values: tuple[str, ...] | list[str]) -> str:
 
 Y = "split_part('$pair', '/', 1)"
 X = "split_part('$pair', '/', 2)"
-PAIR_TF = "pair = '$pair' AND tf = '$tf'"
+PAIR_TF = "pair = '$pair' AND tf = '$tf' AND preset = '$preset'"
 
 
 def tf_seconds_sql(cfg: Config) -> str:
@@ -503,10 +503,11 @@ def pair_monitor(cfg: Config) -> Json:
     lo.row("Signals and paper PnL")
     lo.add(
         "timeseries",
-        "Position and cumulative paper PnL",
+        "Position, cumulative paper PnL and funding",
         [
             target(
-                f"""SELECT ts AS time, last(position) AS position, last(cum_pnl) AS cum_pnl
+                f"""SELECT ts AS time, last(position) AS position, last(cum_pnl) AS cum_pnl,
+                last(cum_funding) AS cum_funding
                 FROM signals WHERE {PAIR_TF} AND $__timeFilter(ts)
                 SAMPLE BY $__sampleByInterval""",
             )
@@ -597,6 +598,13 @@ def pair_monitor(cfg: Config) -> Json:
             "Timeframe",
             list(cfg.timeframes),
             "1m" if "1m" in cfg.timeframes else cfg.timeframes[0],
+        ),
+        # [analytics.presets]: every window set has its own rows ("default" = [analytics])
+        query_variable(
+            "preset",
+            "Preset",
+            "SELECT DISTINCT preset FROM pair_analytics ORDER BY preset",
+            DEFAULT_PRESET,
         ),
     ]
     return dashboard(

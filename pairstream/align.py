@@ -10,6 +10,14 @@ it (so none at ``ts`` can still come). Nothing is emitted before both legs' firs
 decision depends only on each leg's own ordered bars, the output is the same for any
 interleaving of the two legs — hence for any worker or process count. A bar at or before the
 last bar seen for its leg (a duplicate or out-of-order bar) is ignored.
+
+Bounded memory: a stuck leg (its feed stalled, its symbol delisted) would make the other leg's
+bars pile up. Once a leg holds more than ``max_pending`` undecided bars, the earliest interval
+is decided with what is known: the stuck leg forward-filled with its last close (or skipped
+before its first bar), counted in ``forced``. A bar of the stuck leg arriving later for an
+interval already decided only updates its carried close (counted in ``late``). The output is
+still deterministic for a given order of each leg's bars, and identical for any interleaving
+as long as neither leg runs ``max_pending`` bars ahead of the other.
 """
 
 from __future__ import annotations
@@ -32,15 +40,30 @@ class _Leg:
         self.carry: Optional[float] = None  # close of the newest decided bar (forward fill)
 
 
+# Undecided bars per leg before the other leg is forward-filled: 5.5 h of 1s bars (~3 MiB), so
+# a catch-up after a long outage (one leg's backfill finishing first) never triggers it.
+MAX_PENDING = 20_000
+
+
 class PairAligner:
     """Aligns the legs ``y`` and ``x`` of one pair and timeframe; picklable, small state."""
 
-    def __init__(self, y: str, x: str, tf: str, pair: Optional[str] = None) -> None:
+    # Class-level defaults: aligners pickled (recovery snapshots) before these existed load.
+    max_pending = MAX_PENDING
+    forced = 0  # intervals decided with a stuck leg forward-filled (``max_pending`` reached)
+    late = 0  # bars of a stuck leg that came after their interval was decided
+    _decided: Optional[datetime] = None  # newest interval decided (emitted or skipped)
+
+    def __init__(self, y: str, x: str, tf: str, pair: Optional[str] = None,
+                 max_pending: int = MAX_PENDING) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
         self.y, self.x, self.tf = y, x, tf
         self.pair = pair or f"{y}/{x}"
         self._legs = {y: _Leg(), x: _Leg()}
         self.last_emitted: Optional[datetime] = None
         self.ignored = 0  # duplicate / out-of-order bars dropped
+        self.max_pending = max_pending
 
     @staticmethod
     def _value(leg: _Leg, ts: datetime) -> object:
@@ -60,6 +83,10 @@ class PairAligner:
             self.ignored += 1
             return []
         leg.last_ts = bar.ts
+        if self._decided is not None and bar.ts <= self._decided:
+            leg.carry = bar.close  # its interval went out forward-filled; carry the real close
+            self.late += 1
+            return []
         leg.pending[bar.ts] = bar.close
         ly, lx = self._legs[self.y], self._legs[self.x]
         out: list[PairBar] = []
@@ -69,11 +96,22 @@ class PairAligner:
             ts = min(next(iter(lg.pending)) for lg in (ly, lx) if lg.pending)
             vy, vx = self._value(ly, ts), self._value(lx, ts)
             if vy is _WAIT or vx is _WAIT:
-                break
+                if max(len(ly.pending), len(lx.pending)) <= self.max_pending:
+                    break
+                vy, vx = _filled(ly, vy), _filled(lx, vx)  # a leg is stuck: forward-fill it
+                self.forced += 1
             if vy is not _NEVER and vx is not _NEVER:
                 out.append(PairBar(pair=self.pair, tf=self.tf, ts=ts, y=vy, x=vx))
                 self.last_emitted = ts
+            self._decided = ts
             for lg in (ly, lx):
                 if ts in lg.pending:
                     lg.carry = lg.pending.pop(ts)
         return out
+
+
+def _filled(leg: _Leg, v: object) -> object:
+    """A stuck leg's value: its carried close, or ``_NEVER`` before its first bar."""
+    if v is not _WAIT:
+        return v
+    return _NEVER if leg.carry is None else leg.carry

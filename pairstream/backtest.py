@@ -8,10 +8,12 @@ one pass of the estimators (signals do not change them), and distinct analytics 
 in parallel processes; results keep the order of the grid.
 
 Metrics of one run over ``n`` bars, with ``pnl_t`` the per-bar paper PnL of the signals table
-(quote currency, one spread unit: 1 of y against ``b`` of x, fees included):
+(quote currency, one spread unit: 1 of y against ``b`` of x, fees and funding included):
 
 - ``notional``: the mean gross notional ``|y| + |b|·|x|`` of the entries, i.e. the capital one
   position ties up (None without trades);
+- ``funding``: the total funding cash (``Σ funding_t``, already in ``pnl``; 0 without a
+  funding book);
 - ``total_return = Σ pnl_t / notional`` (0 without trades);
 - ``sharpe = mean(pnl_t) / std(pnl_t, ddof=1) · √(bars per year)`` over every bar of the range
   (flat bars count as 0), a year being 365 days of 24 h (crypto trades around the clock): 1m →
@@ -36,6 +38,7 @@ from multiprocessing import get_context
 from typing import Any, Optional
 
 from pairstream.config import AnalyticsConfig, ConfigError, SignalsConfig, parse, tf_seconds
+from pairstream.funding import FundingBook
 from pairstream.records import Analytics, BacktestResult, Bar, PairBar, Signal
 
 # numpy and the live operators (align, estimators, signals) are imported where they run:
@@ -213,17 +216,25 @@ def analytics_rows(bars: Sequence[PairBar], cfg: AnalyticsConfig) -> list[Analyt
     return [est.update(b.ts, b.y, b.x) for b in bars]
 
 
-def signal_rows(rows: Sequence[Analytics], cfg: SignalsConfig) -> list[Signal]:
+def signal_rows(
+    rows: Sequence[Analytics],
+    cfg: SignalsConfig,
+    prices: str = "raw",
+    funding: Optional[FundingBook] = None,
+) -> list[Signal]:
     """The ``signals`` rows of these analytics: the flow's state machine, flat at the start."""
     from pairstream.signals import SignalMachine
 
-    m = SignalMachine(cfg)
+    m = SignalMachine(cfg, prices, funding)
     return [m.update(a) for a in rows]
 
 
-def simulate(bars: Sequence[PairBar], params: ParamSet) -> list[Signal]:
+def simulate(
+    bars: Sequence[PairBar], params: ParamSet, funding: Optional[FundingBook] = None
+) -> list[Signal]:
     """Per-bar signals and PnL of one parameter set (what the flow writes to ``signals``)."""
-    return signal_rows(analytics_rows(bars, params.analytics), params.signals)
+    rows = analytics_rows(bars, params.analytics)
+    return signal_rows(rows, params.signals, params.analytics.prices, funding)
 
 
 @dataclass(frozen=True)
@@ -240,6 +251,7 @@ class Metrics:
     max_drawdown: Optional[float]
     max_drawdown_pnl: float
     hit_rate: Optional[float]
+    funding: float = 0.0
 
 
 def metrics(signals: Sequence[Signal], tf: str) -> Metrics:
@@ -258,7 +270,7 @@ def metrics(signals: Sequence[Signal], tf: str) -> Metrics:
     acc = 0.0
     for s in signals:
         if s.action in (ENTER_LONG, ENTER_SHORT):
-            entries.append(abs(s.y) + abs(s.beta) * abs(s.x))
+            entries.append(abs(s.y) + abs(s.hedge) * abs(s.x))
             acc = s.pnl
         elif s.action in (EXIT, STOP):
             trade_pnls.append(acc + s.pnl)
@@ -285,6 +297,7 @@ def metrics(signals: Sequence[Signal], tf: str) -> Metrics:
         max_drawdown=dd / notional if notional else (0.0 if dd == 0.0 else None),
         max_drawdown_pnl=dd,
         hit_rate=wins / len(trade_pnls) if trade_pnls else None,
+        funding=float(sum(s.funding for s in signals)),
     )
 
 
@@ -305,11 +318,15 @@ def result(
 
 
 def _run_group(
-    bars: Sequence[PairBar], analytics: AnalyticsConfig, signal_sets: Sequence[SignalsConfig]
+    bars: Sequence[PairBar],
+    analytics: AnalyticsConfig,
+    signal_sets: Sequence[SignalsConfig],
+    funding: Optional[FundingBook] = None,
 ) -> list[Metrics]:
     """One estimator pass shared by every signal setting with these analytics settings."""
     rows = analytics_rows(bars, analytics)
-    return [metrics(signal_rows(rows, s), bars[0].tf) for s in signal_sets]
+    tf = bars[0].tf
+    return [metrics(signal_rows(rows, s, analytics.prices, funding), tf) for s in signal_sets]
 
 
 def backtest(
@@ -317,8 +334,11 @@ def backtest(
     sets: Sequence[ParamSet],
     workers: int = 1,
     run_at: Optional[datetime] = None,
+    funding: Optional[FundingBook] = None,
 ) -> list[BacktestResult]:
     """Results of every parameter set over ``bars``, in the order of ``sets``.
+
+    ``funding``: the legs' funding events (``--funding`` files); without it no funding is paid.
 
     Sets are grouped by analytics settings (one estimator pass per group); with ``workers`` > 1
     groups run in that many spawned processes (spawn, not fork: the parent may hold threads).
@@ -331,10 +351,10 @@ def backtest(
     jobs = [(a, [sets[i].signals for i in idx]) for a, idx in groups.items()]
     workers = max(1, min(workers, len(jobs)))
     if workers == 1:
-        outs = [_run_group(bars, a, ss) for a, ss in jobs]
+        outs = [_run_group(bars, a, ss, funding) for a, ss in jobs]
     else:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_run_group, bars, a, ss) for a, ss in jobs]
+            futures = [pool.submit(_run_group, bars, a, ss, funding) for a, ss in jobs]
             outs = [f.result() for f in futures]
     by_index: dict[int, Metrics] = {}
     for idx, ms in zip(groups.values(), outs):

@@ -1,8 +1,9 @@
 """pairstream configuration: one TOML file plus environment overrides, checked at start.
 
 ``pairstream.toml`` at the repository root is the default, ``PAIRSTREAM_CONFIG`` names another
-file and ``QDB_CLIENT_CONF`` overrides ``[questdb] conf``. Unknown keys and wrong types raise
-:class:`ConfigError` whose message is one line naming the key and why.
+file, ``QDB_CLIENT_CONF`` overrides ``[questdb] conf`` and ``GRAFANA_URL`` ``[grafana] url``.
+Unknown keys and wrong types raise :class:`ConfigError` whose message is one line naming the key
+and why.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def tf_seconds(tf: str) -> int:
     return int(secs)
 
 
+DEFAULT_PRESET = "default"  # the preset of the base [analytics] set in every table
+
+
 @dataclass(frozen=True)
 class PairConfig:
     y: str
@@ -72,6 +76,17 @@ class SourceConfig:
     # binance: end the run once every symbol has traded at or after this UTC time (ISO 8601);
     # ticks from it on are not emitted and every bar is flushed. "" = run forever.
     until: str = ""
+    # binance: the environment variable holding the API key (historicalTrades needs one for the
+    # backfill of stream = "trade"); the key itself is never read from the file.
+    api_key_env: str = "BINANCE_API_KEY"
+    # binance: records the feed may hold while the flow is back-pressured (QuestDB down); beyond
+    # it the feed drops its socket and later catches up over REST. Also the cap on live ticks
+    # held during backfills.
+    high_water: int = 100_000
+
+    def api_key(self) -> Optional[str]:
+        """The API key from the environment variable ``api_key_env``, or None."""
+        return os.environ.get(self.api_key_env) or None
 
     @property
     def until_dt(self) -> Optional[datetime]:
@@ -133,6 +148,46 @@ class SignalsConfig:
 
 
 @dataclass(frozen=True)
+class GrafanaConfig:
+    """``pairstream grafana sync`` and alert annotations; credentials come from the environment."""
+
+    url: str = ""  # GRAFANA_URL overrides it; never credentials in it
+    folder: str = ""  # uid of an existing folder to sync into; "" = pairstream's own folder
+    questdb_server: str = ""  # QuestDB's PG-wire host as Grafana sees it; "" = [questdb] host
+    questdb_port: int = 8812
+    annotations: bool = False  # post each FIRING/RESOLVED event as a Grafana annotation
+    annotation_queue: int = 1000  # events waiting for Grafana; beyond it they are dropped
+    timeout: str = "5s"  # per request
+
+    @property
+    def timeout_s(self) -> float:
+        return parse_duration(self.timeout, "grafana.timeout").total_seconds()
+
+
+def _check_grafana(g: GrafanaConfig) -> GrafanaConfig:
+    env_url = os.environ.get("GRAFANA_URL")
+    if env_url:
+        g = replace(g, url=env_url)
+    elif g.url and re.match(r"^https?://[^/]*@", g.url):
+        raise ConfigError(
+            "grafana.url: must not hold credentials (set GRAFANA_TOKEN or "
+            "GRAFANA_USER/GRAFANA_PASSWORD in the environment)"
+        )
+    if g.url and not re.match(r"^https?://[^/\s]+", g.url):
+        raise ConfigError(f"grafana.url: expected http(s)://HOST[:PORT], got {g.url!r}")
+    if g.folder and not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", g.folder):
+        raise ConfigError(f"grafana.folder: expected a folder uid, got {g.folder!r}")
+    if not 0 < g.questdb_port < 65536:
+        raise ConfigError(f"grafana.questdb_port: expected a TCP port, got {g.questdb_port}")
+    _positive("grafana.annotation_queue", g.annotation_queue)
+    if g.timeout_s <= 0:
+        raise ConfigError(f"grafana.timeout: must be > 0, got {g.timeout!r}")
+    if g.annotations and not g.url:
+        raise ConfigError("grafana.annotations: needs a Grafana URL ([grafana] url or GRAFANA_URL)")
+    return g
+
+
+@dataclass(frozen=True)
 class Config:
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
     timeframes: tuple[str, ...] = ("1s", "1m", "5m")
@@ -142,14 +197,26 @@ class Config:
     bars: BarsConfig = field(default_factory=BarsConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     analytics_by_tf: Mapping[str, AnalyticsConfig] = field(default_factory=dict)
+    # [analytics.presets]: name → the keys it sets over [analytics] (and [analytics.<tf>])
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     signals: SignalsConfig = field(default_factory=SignalsConfig)
+    grafana: GrafanaConfig = field(default_factory=GrafanaConfig)
     # raw [[alerts]] tables; pairstream.alerts.load_rules checks them
     alerts: tuple[Mapping[str, Any], ...] = ()
     path: Optional[str] = None
 
-    def analytics_for(self, tf: str) -> AnalyticsConfig:
-        """The analytics settings of one timeframe (``[analytics.<tf>]`` over ``[analytics]``)."""
-        return self.analytics_by_tf.get(tf, self.analytics)
+    def analytics_for(self, tf: str, preset: str = DEFAULT_PRESET) -> AnalyticsConfig:
+        """Settings of one timeframe and preset: the preset's keys over ``[analytics.<tf>]``
+        over ``[analytics]`` (the ``"default"`` preset is the base set)."""
+        base = self.analytics_by_tf.get(tf, self.analytics)
+        if preset == DEFAULT_PRESET:
+            return base
+        return replace(base, **self.presets[preset])
+
+    @property
+    def preset_names(self) -> tuple[str, ...]:
+        """``"default"`` first, then the configured presets in file order."""
+        return (DEFAULT_PRESET, *self.presets)
 
     @property
     def pair_ids(self) -> tuple[str, ...]:
@@ -225,6 +292,28 @@ def _check_analytics(prefix: str, a: AnalyticsConfig) -> None:
     _positive(f"{prefix}.kalman_p0", a.kalman_p0)
 
 
+_PRESET_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def _presets(raw: Any, base: AnalyticsConfig) -> dict[str, dict[str, Any]]:
+    """``[analytics.presets]`` → name → checked keys (types as in ``[analytics]``)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"analytics.presets: expected a table like {{ fast = {{ window = 30 }} }}, got {raw!r}"
+        )
+    out: dict[str, dict[str, Any]] = {}
+    for name, sub in raw.items():
+        key = f"analytics.presets.{name}"
+        if not _PRESET_NAME.match(name) or name == DEFAULT_PRESET:
+            raise ConfigError(
+                f"{key}: a preset name is 1-32 letters, digits, '_' or '-', and not "
+                f"{DEFAULT_PRESET!r} (the name of [analytics] itself)"
+            )
+        checked = _section(AnalyticsConfig, sub, key, base=base)
+        out[name] = {k: getattr(checked, k) for k in sub}
+    return out
+
+
 _TOP = {
     "symbols",
     "timeframes",
@@ -235,6 +324,7 @@ _TOP = {
     "analytics",
     "signals",
     "alerts",
+    "grafana",
 }
 
 
@@ -282,6 +372,7 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
     if source.stream not in ("aggTrade", "trade"):
         raise ConfigError(f"source.stream: expected 'aggTrade' or 'trade', got {source.stream!r}")
     _positive("source.speed", source.speed, allow_zero=True)
+    _positive("source.high_water", source.high_water)
     if source.kind == "replay" and not source.paths:
         raise ConfigError("source.paths: a replay needs at least one file or glob")
     for k in ("ws_url", "rest_url"):
@@ -305,6 +396,7 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
     bars = _section(BarsConfig, data.get("bars", {}), "bars")
     bars.lateness_td  # noqa: B018 - validates the duration
     raw_an = dict(data.get("analytics", {}))
+    raw_presets = raw_an.pop("presets", {})
     per_tf_raw = {k: raw_an.pop(k) for k in list(raw_an) if k in tfs}
     analytics = _section(AnalyticsConfig, raw_an, "analytics")
     _check_analytics("analytics", analytics)
@@ -312,6 +404,11 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
     for tf, sub in per_tf_raw.items():
         by_tf[tf] = _section(AnalyticsConfig, sub, f"analytics.{tf}", base=analytics)
         _check_analytics(f"analytics.{tf}", by_tf[tf])
+    presets = _presets(raw_presets, analytics)
+    probe = Config(analytics=analytics, analytics_by_tf=by_tf, presets=presets)
+    for name in presets:
+        for tf in tfs:
+            _check_analytics(f"analytics.presets.{name}", probe.analytics_for(tf, name))
     signals = _section(SignalsConfig, data.get("signals", {}), "signals")
     if not signals.entry > signals.exit >= 0:
         raise ConfigError(
@@ -323,6 +420,7 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
     _positive("signals.fee_bps", signals.fee_bps, allow_zero=True)
     if signals.use not in ("zscore", "z_kf"):
         raise ConfigError(f"signals.use: expected 'zscore' or 'z_kf', got {signals.use!r}")
+    grafana = _check_grafana(_section(GrafanaConfig, data.get("grafana", {}), "grafana"))
     alerts = data.get("alerts", [])
     if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts):
         raise ConfigError("alerts: expected [[alerts]] tables")
@@ -335,7 +433,9 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
         bars=bars,
         analytics=analytics,
         analytics_by_tf=by_tf,
+        presets=presets,
         signals=signals,
+        grafana=grafana,
         alerts=tuple(alerts),
         path=path,
     )

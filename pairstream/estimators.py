@@ -42,11 +42,10 @@ from datetime import datetime
 from typing import Optional
 
 import numpy as np
-from scipy.special import ndtr
-from statsmodels.tsa.adfvalues import _tau_largeps, _tau_maxs, _tau_mins, _tau_smallps, _tau_stars
 
 from pairstream.config import AnalyticsConfig
 from pairstream.jit import compiled
+from pairstream.mackinnon import mackinnon_p_c
 from pairstream.records import Analytics
 
 _LN2 = math.log(2.0)
@@ -272,20 +271,6 @@ def adf_pvalue(spreads: np.ndarray) -> Optional[float]:
     return _finite(mackinnon_p_c(t))
 
 
-def mackinnon_p_c(t: float) -> float:
-    """``statsmodels.tsa.adfvalues.mackinnonp(t, regression="c", N=1)``, bit for bit.
-
-    The same tables and polynomial; ``ndtr`` is what ``scipy.stats.norm.cdf`` evaluates, without
-    the ~100 µs of argument handling around it (once per ADF, every few bars).
-    """
-    if t > _tau_maxs["c"][0]:
-        return 1.0
-    if t < _tau_mins["c"][0]:
-        return 0.0
-    coef = _tau_smallps["c"][0] if t <= _tau_stars["c"][0] else _tau_largeps["c"][0]
-    return float(ndtr(np.polyval(coef[::-1], t)))
-
-
 class Kalman2:
     """Kalman filter of ``y = beta·x + alpha`` with a random-walk state ``[beta, alpha]``.
 
@@ -331,12 +316,15 @@ class Kalman2:
 class PairEstimator:
     """All rolling estimators of one pair and timeframe; state is picklable and O(window)."""
 
-    def __init__(self, cfg: AnalyticsConfig, pair: str = "", tf: str = "") -> None:
+    def __init__(
+        self, cfg: AnalyticsConfig, pair: str = "", tf: str = "", preset: str = "default"
+    ) -> None:
         if cfg.prices not in ("raw", "log"):
             raise ValueError(f"prices must be 'raw' or 'log', got {cfg.prices!r}")
         self.cfg = cfg
         self.pair = pair
         self.tf = tf
+        self.preset = preset
         self._log = cfg.prices == "log"
         self._py = Ring(cfg.window)
         self._px = Ring(cfg.window)
@@ -401,4 +389,5 @@ class PairEstimator:
             z_kf=z_kf,
             half_life=self._half_life,
             warm=z is not None,
+            preset=self.preset,
         )

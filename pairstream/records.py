@@ -160,6 +160,7 @@ class Analytics:
     z_kf: Optional[float]
     half_life: Optional[float]
     warm: bool
+    preset: str = "default"  # the [analytics.presets] window set ("default": [analytics])
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +169,11 @@ class Signal:
 
     ``position``: +1 long the spread (long y, short beta·x), -1 short, 0 flat. ``action`` is what
     happened at this bar (``enter_long``, ``enter_short``, ``exit``, ``stop``, ``hold``).
-    ``pnl`` is this bar's PnL net of fees, ``cum_pnl`` the running total (quote currency, one
-    unit of y per position).
+    ``beta`` is the estimate the hedge was sized from (OLS ``beta``, or ``beta_kf`` with
+    ``use = "z_kf"``); ``hedge`` the units of x held per unit of y, fixed at entry (``beta``
+    with raw prices, ``beta·y/x`` with log prices), None when flat. ``funding`` is the funding
+    cash booked on this bar, ``pnl`` this bar's PnL net of fees and including funding,
+    ``cum_pnl``/``cum_funding`` the running totals (quote currency, one unit of y per position).
     """
 
     pair: str
@@ -184,6 +188,36 @@ class Signal:
     pnl: float
     fees: float
     cum_pnl: float
+    hedge: Optional[float] = None
+    funding: float = 0.0
+    cum_funding: float = 0.0
+    preset: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """One ``markPriceUpdate`` (``<symbol>@markPrice@1s``): ``ts`` is the event time ``E``."""
+
+    symbol: str
+    ts: datetime
+    mark: float
+    index: float
+    funding_rate: float
+    next_funding_ts: Optional[datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class Funding:
+    """A funding settlement of ``symbol`` at ``ts``: each position pays ``qty·mark·rate``.
+
+    ``mark`` is None when the source does not carry it (data.binance.vision's ``fundingRate``
+    CSV); the signal machine then uses the leg's close of the last bar ending at or before ``ts``.
+    """
+
+    symbol: str
+    ts: datetime
+    rate: float
+    mark: Optional[float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,4 +288,5 @@ class BacktestResult:
     max_drawdown: Optional[float]
     max_drawdown_pnl: float
     hit_rate: Optional[float]
+    funding: float = 0.0
     run_at: Optional[datetime] = None

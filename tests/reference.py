@@ -130,7 +130,12 @@ def reference_analytics(
 
 
 def reference_signals(
-    z: np.ndarray, beta: np.ndarray, y: np.ndarray, x: np.ndarray, cfg: SignalsConfig
+    z: np.ndarray,
+    beta: np.ndarray,
+    y: np.ndarray,
+    x: np.ndarray,
+    cfg: SignalsConfig,
+    prices: str = "raw",
 ) -> pd.DataFrame:
     """Positions, actions, fees and PnL of the signal rules over whole arrays.
 
@@ -144,10 +149,17 @@ def reference_signals(
     PnL and fees are then computed vectorised from the position path: the PnL of bar t is
     ``pos_{t−1}·((y_t − y_{t−1}) − b_{t−1}·(x_t − x_{t−1}))`` with ``b`` the hedge ratio of the
     open position, and each entry/exit pays ``fee_bps·(|y_t| + |b|·|x_t|)/1e4``.
+
+    ``beta`` is the estimate the hedge is sized from (OLS beta, or beta_kf for ``use =
+    "z_kf"``); with ``prices = "log"`` it is an elasticity and the hedge held is the notional
+    one, ``b = beta_entry · y_entry / x_entry`` units of x per unit of y.
     """
     n = len(z)
     z = np.asarray(z, dtype=float)
     beta = np.asarray(beta, dtype=float)
+    y = np.asarray(y, dtype=float)
+    x = np.asarray(x, dtype=float)
+    units = beta * y / x if prices == "log" else beta  # the hedge an entry at t would hold
     pos = np.zeros(n, dtype=int)
     hedge = np.full(n, np.nan)
     action = np.array(["hold"] * n, dtype=object)
@@ -167,9 +179,9 @@ def reference_signals(
             elif waiting == 1:
                 waiting = 1 if zt < -cfg.exit else 0
             elif not np.isnan(beta[t]) and zt >= cfg.entry:
-                action[t], p, b = "enter_short", -1, beta[t]
+                action[t], p, b = "enter_short", -1, units[t]
             elif not np.isnan(beta[t]) and zt <= -cfg.entry:
-                action[t], p, b = "enter_long", 1, beta[t]
+                action[t], p, b = "enter_long", 1, units[t]
         pos[t] = p
         hedge[t] = b if (p != 0 or action[t] in ("exit", "stop")) else np.nan
     prev_pos = np.concatenate([[0], pos[:-1]])

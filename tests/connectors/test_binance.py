@@ -110,7 +110,7 @@ def test_trade_stream_backfills_over_historical_trades():
     final = {s: exp[s][-1].trade_id for s in SYMBOLS_A}
     with FakeBinance(faults=faults) as fake:
         src = BinanceSource(list(SYMBOLS_A), "trade", fake.ws_url, fake.rest_url,
-                            stop_when=until_ids(final), **FAST)
+                            api_key="test-key", stop_when=until_ids(final), **FAST)
         out = run_flow(src)
         paths = [p for p, _ in fake.stats.rest]
     assert paths and all(p.startswith("/fapi/v1/historicalTrades?") for p in paths)

@@ -1,9 +1,9 @@
-"""Binance unreachable or throttling: one log line per reconnect attempt, near-idle worker,
-429 ``Retry-After`` honoured, 418 backs off hard."""
+"""Binance unreachable: one log line per reconnect attempt, near-idle worker; refused handshakes.
+
+(429 / 418 handling: tests/connectors/test_binance_budget.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -13,7 +13,6 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
 from connectors.binance import BinanceSource
-from connectors.binance_rest import BinanceRest
 from pairstream.records import Health, Progress, Tick
 from tests.fakes.exchange import FakeBinance, Faults, refused_port
 
@@ -49,27 +48,6 @@ def test_unreachable_logs_each_attempt_with_backoff_and_worker_idles(caplog, cap
     reconnects = [h for h in out if type(h) is Health and h.metric == "reconnects"]
     assert reconnects and sum(h.value for h in reconnects) <= 2 * len(lines)
     assert cpu < 0.5 * elapsed  # loose: an idle worker, not a busy loop
-
-
-def test_rest_honours_429_retry_after_and_backs_off_hard_on_418(caplog):
-    caplog.set_level(logging.WARNING, logger="pairstream.binance")
-    slept: list[float] = []
-
-    async def fake_sleep(d: float) -> None:
-        slept.append(d)
-
-    faults = Faults(rest_429=2, rest_418=1, retry_after=7)
-    with FakeBinance(faults=faults) as fake:
-        fake.advance(len(fake.frames))
-        first = fake.aggs("BTCUSDT")[0].a
-        rest = BinanceRest(fake.rest_url, "aggTrade", limit=1000, ban_backoff=60.0,
-                           sleep=fake_sleep)
-        rows = asyncio.run(rest.page("BTCUSDT", first))
-        statuses = [st for _, st in fake.stats.rest]
-    assert statuses == [429, 429, 418, 200]
-    assert slept == [7.0, 7.0, 60.0]  # Retry-After, then max(ban backoff, Retry-After)
-    assert [r["a"] for r in rows] == list(range(first, first + 1000))
-    assert any(r.levelno == logging.ERROR and "418" in r.getMessage() for r in caplog.records)
 
 
 def test_refused_handshakes_then_recovery_starts_streaming(caplog):

@@ -199,3 +199,22 @@ def test_progress_runs_on_with_the_clock_up_to_the_horizon():
         f.emit_progress()
         want = t5 + timedelta(milliseconds=ahead)
         assert [p.ts for p in f.out if type(p) is Progress] == [want, want]
+
+
+def test_held_ticks_are_capped_and_rest_must_reach_the_dropped_ones():
+    """A long backfill of a busy symbol: beyond ``max_held`` live ticks are dropped, not held,
+    and the symbol stays in backfill until REST has delivered the newest dropped id."""
+    r = Rec(last={"BTCUSDT": 10})
+    r.seq.max_held = 3
+    r.seq.on_connect(0.0)
+    for i in range(20, 30):  # gap 11..19; 20, 21, 22 held; 23..29 dropped
+        r.seq.on_live(tick(i))
+    assert r.seq.n_held == 3 and r.seq.dropped == 7 and r.seq.need == {"BTCUSDT": 29}
+    assert not r.seq.on_rest("BTCUSDT", [tick(i) for i in range(11, 20)], full_page=False)
+    assert r.ids() == list(range(11, 23))  # the held ones followed on; 23.. still missing
+    assert r.seq.n_held == 0 and r.seq.state["BTCUSDT"] == BACKFILL
+    assert not r.seq.caught_up("BTCUSDT")
+    assert not r.seq.on_rest("BTCUSDT", [tick(23), tick(24)], full_page=False)  # REST lags
+    assert r.seq.on_rest("BTCUSDT", [tick(i) for i in range(25, 31)], full_page=False)
+    assert r.ids() == list(range(11, 31)) and r.seq.need == {}
+    assert r.seq.caught_up("BTCUSDT")

@@ -2,9 +2,11 @@
 
 It speaks the real protocol: a WebSocket at ``/market/stream?streams=btcusdt@aggTrade/...``
 sending combined-stream frames ``{"stream": ..., "data": {...}}`` and HTTP
-``GET /fapi/v1/aggTrades`` / ``GET /fapi/v1/historicalTrades`` answering from the same tape with
-Binance's JSON shapes. ``trade`` events are the recorded frames byte for byte; ``aggTrade``
-events are built from them (see :func:`tests.fakes.tape.aggregate`).
+``GET /fapi/v1/aggTrades`` / ``GET /fapi/v1/historicalTrades`` (needs an ``X-MBX-APIKEY`` header,
+at most 500 rows) answering from the same tape with Binance's JSON shapes, and
+``GET /fapi/v1/exchangeInfo`` (a real, trimmed response: ``tests/fakes/data/``). ``trade``
+events are the recorded frames byte for byte; ``aggTrade`` events are built from them (see
+:func:`tests.fakes.tape.aggregate`).
 
 A tape *cursor* says how many recorded trades have "happened". REST only answers trades behind
 the cursor. After a disconnect the live stream resumes at the cursor (nothing missed is resent:
@@ -14,18 +16,28 @@ Pacing: ``speed=0`` sends as fast as the client reads, but only while a client i
 ``speed>0`` follows the recorded receive times at that multiple from the first connection on
 (trades keep happening while no client is connected); ``manual=True`` sends only what
 the test releases with :meth:`FakeBinance.release`.
+
+Rate limit (``Faults.weight_limit``, off by default): Binance's REQUEST_WEIGHT rule per fixed
+"minute" of ``Faults.minute`` wall seconds (60 = real time; tests may shrink it and must scale
+their client the same way). Each answer carries ``X-MBX-USED-WEIGHT-1M``; a request that takes
+the minute over the limit gets 429 with ``Retry-After`` (whole seconds to the minute's end), and
+any request before that back-off ends gets 418 with a ban of ``Faults.ban`` seconds (further
+requests during the ban: 418 again).
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import json
+import math
 import random
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,6 +46,19 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from tests.fakes.tape import AggTrade, Frame, aggregate_positions, load_frames
+
+EXCHANGE_INFO = Path(__file__).with_name("data") / "futures-um-exchangeInfo-2021-07-21.trimmed.json"
+# Binance USD-M futures REST weights (stated here independently of the client's table).
+FIXED_WEIGHTS = {"/fapi/v1/aggTrades": 20, "/fapi/v1/historicalTrades": 20,
+                 "/fapi/v1/exchangeInfo": 1}
+MAX_LIMIT = {"/fapi/v1/aggTrades": 1000, "/fapi/v1/historicalTrades": 500}
+
+
+def weight_of(path: str, query: dict[str, list[str]]) -> int:
+    if path == "/fapi/v1/klines":
+        limit = int((query.get("limit") or ["500"])[0])
+        return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
+    return FIXED_WEIGHTS.get(path, 1)
 
 
 @dataclass
@@ -51,6 +76,9 @@ class Faults:
     rest_418: int = 0  # then n REST requests get 418 (IP ban) + Retry-After
     retry_after: int = 1  # seconds, in the Retry-After header
     refuse: bool = False  # WebSocket handshakes answered with HTTP 503
+    weight_limit: int = 0  # REQUEST_WEIGHT per fake minute (Binance: 2400); 0 = not enforced
+    minute: float = 60.0  # wall seconds of the fake's rate-limit minute
+    ban: float = 120.0  # seconds of a 418 IP ban
 
 
 @dataclass
@@ -64,6 +92,7 @@ class Stats:
     stalls: int = 0
     refused: int = 0
     rest: list[tuple[str, int]] = field(default_factory=list)  # (request path+query, status)
+    weight: dict[int, int] = field(default_factory=dict)  # fake minute -> weight used in it
 
 
 def garbage(rng: random.Random) -> str | bytes:
@@ -113,6 +142,7 @@ class FakeBinance:
         manual: bool = False,
         faults: Optional[Faults] = None,
         seed: int = 0,
+        exchange_info: Optional[dict] = None,
     ):
         self.frames = frames if frames is not None else load_frames()
         self.speed = speed
@@ -144,6 +174,11 @@ class FakeBinance:
         self._ready = threading.Event()
         self.ws_port = 0
         self.http_port = 0
+        self.exchange_info = exchange_info or listing(
+            json.loads(EXCHANGE_INFO.read_text()), {f.trade.symbol for f in self.frames})
+        self._t0 = time.monotonic()  # the fake's rate-limit minutes count from here
+        self._backoff_until = -math.inf  # after a 429: requests before this are banned
+        self._banned_until = -math.inf
 
     # -- public ------------------------------------------------------------------------------
 
@@ -356,23 +391,56 @@ class FakeBinance:
 
     # -- REST side ---------------------------------------------------------------------------
 
-    def rest_answer(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any, dict]:
+    def rest_answer(self, path: str, query: dict[str, list[str]],
+                    headers: Optional[dict[str, str]] = None) -> tuple[int, Any, dict]:
+        status, body, extra = self._limited(path, query)
+        if status == 0:
+            status, body, extra = self._answer(path, query, headers or {})
+        return status, body, extra
+
+    def _limited(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any, dict]:
+        """Binance's weight rule (status 0: within the limit), then the scripted 429/418s."""
         fl = self.faults
+        extra: dict[str, str] = {}
+        if fl.weight_limit:
+            now = time.monotonic()
+            with self._lock:
+                if now < self._banned_until or now < self._backoff_until:
+                    self._banned_until = max(self._banned_until, now + fl.ban)
+                    return 418, {"code": -1003, "msg": "Way too many requests; IP banned."}, {
+                        "Retry-After": str(math.ceil(self._banned_until - now))}
+                minute = int((now - self._t0) // fl.minute)
+                used = self.stats.weight.get(minute, 0) + weight_of(path, query)
+                extra["X-MBX-USED-WEIGHT-1M"] = str(used)
+                if used > fl.weight_limit:
+                    end = self._t0 + (minute + 1) * fl.minute
+                    self._backoff_until = end
+                    return 429, {"code": -1003, "msg": "Too many requests."}, {
+                        **extra, "Retry-After": str(max(1, math.ceil(end - now)))}
+                self.stats.weight[minute] = used
         if fl.rest_429 > 0:
             fl.rest_429 -= 1
             return 429, {"code": -1003, "msg": "Too many requests."}, {
-                "Retry-After": str(fl.retry_after)}
+                **extra, "Retry-After": str(fl.retry_after)}
         if fl.rest_418 > 0:
             fl.rest_418 -= 1
             return 418, {"code": -1003, "msg": "Way too many requests; IP banned."}, {
-                "Retry-After": str(fl.retry_after)}
+                **extra, "Retry-After": str(fl.retry_after)}
+        return 0, None, extra
+
+    def _answer(self, path: str, query: dict[str, list[str]],
+                headers: dict[str, str]) -> tuple[int, Any, dict]:
+        if path == "/fapi/v1/exchangeInfo":
+            return 200, self.exchange_info, {}
         sym = (query.get("symbol") or [""])[0]
         try:
-            limit = min(1000, int((query.get("limit") or ["500"])[0]))
+            limit = int((query.get("limit") or ["500"])[0])
             from_id = query.get("fromId")
             fid = int(from_id[0]) if from_id else None
         except ValueError:
             return 400, {"code": -1100, "msg": "Illegal characters in parameter."}, {}
+        if path in MAX_LIMIT and not 1 <= limit <= MAX_LIMIT[path]:
+            return 400, {"code": -1130, "msg": "Invalid data sent for a parameter."}, {}
         with self._lock:
             cursor = self.cursor
         if path == "/fapi/v1/aggTrades":
@@ -383,6 +451,8 @@ class FakeBinance:
             lo = bisect.bisect_left(ids, fid) if fid is not None else max(0, happened - limit)
             return 200, [g.rest_row() for _, g in rows[lo:min(happened, lo + limit)]], {}
         if path == "/fapi/v1/historicalTrades":
+            if not headers.get("x-mbx-apikey"):
+                return 401, {"code": -2014, "msg": "API-key format invalid."}, {}
             if sym not in self._trades:
                 return 400, {"code": -1121, "msg": "Invalid symbol."}, {}
             ids, pos = self._trades[sym]
@@ -393,13 +463,22 @@ class FakeBinance:
         return 404, {"code": -1, "msg": "not found"}, {}
 
 
+def listing(info: dict, symbols: set[str]) -> dict:
+    """``info`` with the tape's symbols it lacks (synthetic tapes) listed as trading perpetuals."""
+    known = {d["symbol"] for d in info["symbols"]}
+    extra = [{"symbol": s, "pair": s, "contractType": "PERPETUAL", "status": "TRADING",
+              "quoteAsset": "USDT"} for s in sorted(symbols - known)]
+    return {**info, "symbols": [*info["symbols"], *extra]} if extra else info
+
+
 def _rest_handler(fake: FakeBinance) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's API
             u = urlsplit(self.path)
-            status, body, headers = fake.rest_answer(u.path, parse_qs(u.query))
+            status, body, headers = fake.rest_answer(
+                u.path, parse_qs(u.query), {k.lower(): v for k, v in self.headers.items()})
             fake.stats.rest.append((self.path, status))
             data = orjson.dumps(body)
             self.send_response(status)

@@ -165,3 +165,58 @@ def aggregate_positions(frames: list[Frame]) -> list[tuple[int, AggTrade]]:
 
 def iter_symbol(aggs: Iterable[AggTrade], symbol: str) -> Iterator[AggTrade]:
     return (g for g in aggs if g.symbol == symbol)
+
+
+def quiet_frames(n: int, start_ms: int, span_ms: int, seed: int = 0,
+                 gap_ms: tuple[int, int] = (10_000, 60_000)) -> list[Frame]:
+    """A synthetic tape of ``n`` quiet symbols ``Q000USDT``...: each trades once every
+    ``gap_ms`` (uniform) of exchange time from a random offset, one fill per trade (so one
+    aggTrade each), its receive time 1.52 s behind ``E`` like window A's recorder. For tests
+    of many streams (rate limits, reconnects), not of market data: merge with a real tape."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for k in range(n):
+        sym = f"Q{k:03d}USDT"
+        t = start_ms + rng.randrange(gap_ms[1])
+        tid, price = 1_000_000 * (k + 1), 1.0 + k
+        while t < start_ms + span_ms:
+            price = round(price * (1 + rng.uniform(-0.001, 0.001)), 4)
+            trade = RawTrade(sym, tid, f"{price:.4f}", "1.000", t, rng.random() < 0.5, t + 1)
+            raw = orjson.dumps({"stream": f"{sym.lower()}@trade", "data": {
+                "e": "trade", "E": trade.E, "T": t, "s": sym, "t": tid, "p": trade.price,
+                "q": trade.qty, "X": "MARKET", "m": trade.m}})
+            out.append(Frame((trade.E - 1520) * 1_000_000, trade, raw))
+            tid += 1
+            t += rng.randint(*gap_ms)
+    return sorted(out, key=lambda f: f.recv_ns)
+
+
+def merge_tapes(*tapes: list[Frame]) -> list[Frame]:
+    """Frames of several tapes in one receive order (stable: ties keep the tapes' order)."""
+    return sorted((f for tape in tapes for f in tape), key=lambda f: f.recv_ns)
+
+
+def repeated_tape(frames: list[Frame], copies: int, shift_ms: int = 10 * 60_000) -> list[Frame]:
+    """``frames`` and ``copies - 1`` more copies of them, copy k shifted by k × ``shift_ms``
+    (whole minutes: bars line up with the original's) with trade ids offset by k × the
+    symbol's id span, so every copy continues the previous one (as in bench/common.py)."""
+    span: dict[str, tuple[int, int]] = {}
+    for f in frames:
+        lo, hi = span.get(f.trade.symbol, (f.trade.id, f.trade.id))
+        span[f.trade.symbol] = (min(lo, f.trade.id), max(hi, f.trade.id))
+    assert max(f.trade.T for f in frames) - min(f.trade.T for f in frames) < shift_ms
+    out = []
+    for k in range(copies):
+        dt = k * shift_ms
+        for f in frames:
+            t = f.trade
+            lo, hi = span[t.symbol]
+            moved = RawTrade(t.symbol, t.id + k * (hi - lo + 1), t.price, t.qty, t.T + dt, t.m,
+                             t.E + dt)
+            raw = orjson.dumps({"stream": f"{t.symbol.lower()}@trade", "data": {
+                "e": "trade", "E": moved.E, "T": moved.T, "s": t.symbol, "t": moved.id,
+                "p": t.price, "q": t.qty, "X": "MARKET", "m": t.m}})
+            out.append(Frame(f.recv_ns + dt * 1_000_000, moved, raw))
+    return out

@@ -124,7 +124,7 @@ def test_pair_monitor_has_every_view_the_issue_asks_for():
         "estimators",
     ):
         assert word in titles, word
-    assert [v["name"] for v in dash["templating"]["list"]] == ["pair", "tf"]
+    assert [v["name"] for v in dash["templating"]["list"]] == ["pair", "tf", "preset"]
     z = next(p for p in walk.panels(dash) if p.get("title", "").startswith("z-score"))
     steps = {s["value"] for s in z["fieldConfig"]["defaults"]["thresholds"]["steps"]}
     assert {-2.0, -0.5, 0.5, 2.0} <= steps  # entry/exit from pairstream.toml [signals]

@@ -15,6 +15,7 @@ except ModuleNotFoundError:  # Python 3.10
 import pytest
 import yaml
 
+from connectors.grafana import api_route, api_rule, api_rule_group
 from connectors.questdb_server import VERSION as QUESTDB_VERSION
 from tests.grafana import walk
 
@@ -78,14 +79,13 @@ def test_rule_files_follow_the_file_provisioning_format():
                 assert d["relativeTimeRange"]["from"] > d["relativeTimeRange"]["to"] >= 0
         # labels and titles are env-interpolated by Grafana: a '$' would be eaten
         assert "$" not in rule["title"] + "".join(rule.get("labels", {}).values())
-        api = {k: v for k, v in rule.items() if k != "uid"} | {
-            "uid": rule["uid"],
-            "folderUID": group["folder"],
-            "ruleGroup": group["name"],
-            "orgID": group["orgId"],
-        }
+        api = api_rule(rule, group)  # the mapping `pairstream grafana sync` sends
         assert not _errors(rule_schema, api), _errors(rule_schema, api)
     assert len(uids) == 3
+    (group,) = walk.yaml_files("alerting")["rules.yaml"]["groups"]
+    api_group = api_rule_group(group, "some-folder")
+    assert api_group["interval"] == 30 and api_group["folderUid"] == "some-folder"
+    assert not _errors(alerting_validator("RuleGroup"), api_group)
 
 
 def test_the_issue_s_three_rules():
@@ -123,6 +123,11 @@ def test_contact_point_and_policy():
             yield from receivers(r)
 
     assert {r for r in receivers(tree) if r} == {cp["name"]}
+    # what sync adds to someone's tree: the same policy as one route for pairstream's label
+    route = api_route(pols)
+    assert not _errors(alerting_validator("NotificationPolicy"), route)
+    assert route["object_matchers"] == [["team", "=", "pairstream"]]
+    assert {k: v for k, v in route.items() if k != "object_matchers"} == tree
 
 
 def test_every_provisioning_file_declares_api_version_1():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
@@ -86,3 +87,26 @@ def test_state_survives_pickling() -> None:
     al.push(bar("Y", 1, 2.0))
     al = pickle.loads(pickle.dumps(al))
     assert [(pb.ts.minute, pb.y, pb.x) for pb in al.push(bar("X", 1, 5.0))] == [(1, 2.0, 5.0)]
+
+
+def test_a_stuck_leg_is_forward_filled_after_max_pending_bars() -> None:
+    """x stalls after minute 10 while y runs to 30: y never holds more than ``max_pending``
+    bars; the intervals it pushes out carry x's last close (pandas ffill of x's bars so far);
+    x's bars for those intervals come late and only update the carry; later ones align again."""
+    y_bars = [bar("Y", m, 100.0 + m) for m in range(31)]
+    x_bars = [bar("X", m, 50.0 + m) for m in range(31)]
+    al = PairAligner("Y", "X", "1m", "Y/X", max_pending=5)
+    out: list[PairBar] = []
+    for m in range(11):
+        out += al.push(y_bars[m]) + al.push(x_bars[m])
+    for m in range(11, 31):  # x is stuck
+        out += al.push(y_bars[m])
+        assert len(al._legs["Y"].pending) <= 5
+    assert al.forced == 25 - 10 and out[-1].ts == y_bars[25].ts
+    want = pandas_reference(y_bars[:26], x_bars[:11] + [replace(x_bars[10], ts=y_bars[25].ts)])
+    assert out == want
+    for m in range(11, 31):  # x comes back; 11..25 are late, 26.. align with real closes
+        out += al.push(x_bars[m])
+    assert al.late == 15
+    assert out[26:] == pandas_reference(y_bars, x_bars)[26:]
+    assert [pb.ts for pb in out] == [b.ts for b in y_bars]  # each interval once, in order

@@ -84,8 +84,9 @@ def test_backtest_equals_the_vectorised_reference(name: str, week: list[PairBar]
     y = np.array([b.y for b in week])
     x = np.array([b.x for b in week])
     an = reference_analytics(y, x, p.analytics, adf=False)
-    z = an["zscore" if p.signals.use == "zscore" else "z_kf"].to_numpy()
-    ref = reference_signals(z, an["beta"].to_numpy(), y, x, p.signals)
+    kf = p.signals.use == "z_kf"
+    z = an["z_kf" if kf else "zscore"].to_numpy()
+    ref = reference_signals(z, an["beta_kf" if kf else "beta"].to_numpy(), y, x, p.signals)
     assert [s.position for s in got] == ref["position"].tolist()
     assert [s.action for s in got] == ref["action"].tolist()
     tol = 1e-9 * np.abs(y).max()

@@ -99,3 +99,30 @@ def test_dead_letter_path_is_relative_to_the_config_file(tmp_path: Path, monkeyp
     assert load(tmp_path / "c.toml").questdb.dead_letter == str(tmp_path / "var/refused.jsonl")
     monkeypatch.setenv("PAIRSTREAM_DEAD_LETTER", "/data/dl.jsonl")
     assert load(tmp_path / "c.toml").questdb.dead_letter == "/data/dl.jsonl"
+
+
+@pytest.mark.parametrize(
+    "grafana, message",
+    [
+        ({"annotation": True}, "grafana.annotation: unknown key (known: annotation_queue, "),
+        ({"annotations": "yes"}, "grafana.annotations: expected true or false, got 'yes'"),
+        ({"url": "http://admin:pw@g:3000"}, "grafana.url: must not hold credentials"),
+        ({"url": "grafana:3000"}, "grafana.url: expected http(s)://HOST[:PORT]"),
+        ({"annotations": True}, "grafana.annotations: needs a Grafana URL"),
+        ({"annotation_queue": 0}, "grafana.annotation_queue: must be > 0"),
+        ({"questdb_port": 70000}, "grafana.questdb_port: expected a TCP port"),
+        ({"folder": "a b"}, "grafana.folder: expected a folder uid"),
+        ({"timeout": "soon"}, "grafana.timeout: expected a duration"),
+    ],
+)
+def test_bad_grafana_table_is_one_line_naming_the_key(grafana, message, monkeypatch):
+    monkeypatch.delenv("GRAFANA_URL", raising=False)
+    with pytest.raises(ConfigError) as e:
+        parse({"grafana": grafana})
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_grafana_url_from_the_environment(monkeypatch):
+    monkeypatch.setenv("GRAFANA_URL", "https://grafana.example.com")
+    g = parse({"grafana": {"annotations": True, "url": "http://127.0.0.1:3000"}}).grafana
+    assert g.url == "https://grafana.example.com" and g.annotations and g.timeout_s == 5.0

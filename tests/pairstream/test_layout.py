@@ -31,6 +31,21 @@ except ImportError:
     print("ok")
 """
 
+# statsmodels is test-only (references); pandas is loaded by the first columnar flush. (scipy is
+# not: numba's compiled np.linalg, in the ADF, calls LAPACK through scipy.)
+_RUNTIME = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "statsmodels":
+            raise ImportError(f"blocked: {name}")
+sys.meta_path.insert(0, Block())
+import flows.pairs, flows.cli, flows.backtest_cli, connectors.export, connectors.binance
+from flows.startup import warm_kernels
+warm_kernels()
+print(sorted({"pandas", "pyarrow"} & set(sys.modules)))
+"""
+
 
 def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
     """(line, module, names) of every import in ``path``, relative imports resolved."""
@@ -49,6 +64,14 @@ def test_domain_library_imports_without_bytewax_questdb_or_websockets() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "ok"
+
+
+def test_flow_needs_no_statsmodels_and_no_pandas_at_start() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUNTIME], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
 
 
 def test_imports_point_down_and_use_public_names_only() -> None:
