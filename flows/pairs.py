@@ -133,7 +133,8 @@ def build(cfg: Config) -> Dataflow:
 
 
 def prepare() -> Config:
-    """Start-up: logging, configuration, QuestDB reachable, tables created — or one-line exit."""
+    """Start-up: logging, configuration, QuestDB reachable, tables created or checked — or a
+    one-line exit."""
     setup_logging()
     tune_gc()
     cfg = load_config()
