@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 JAR_STAMP := .cache/questdb/.fetched
 
-.PHONY: stop setup run demo test lint bench-throughput bench-latency bench-memory bench-scale bench-soak bench-estimators bench-bars bench-replay clean
+.PHONY: stop setup run demo test lint bench-throughput bench-latency bench-memory bench-scale bench-soak bench-estimators bench-bars bench-replay bench-scan clean
 
 setup: $(STAMP) $(JAR_STAMP)
 
@@ -60,6 +60,9 @@ bench-estimators: setup
 
 bench-bars: setup
 	$(BIN)/python -m bench.bench_bars
+
+bench-scan: setup
+	$(BIN)/python -m bench.scan
 
 bench-replay: setup
 	$(BIN)/python -m bench.replay

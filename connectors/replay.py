@@ -19,7 +19,9 @@ import gzip
 import io
 import logging
 import os
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -191,6 +193,27 @@ def read_file(spec: FileSpec, skip: int) -> Iterator[tuple[int, Any]]:
                 yield n, e
 
 
+def read_klines(path: str, symbol: str) -> list[Bar]:
+    """Bars of one Binance kline CSV (plain or .gz) of ``symbol``, through :func:`read_file`.
+
+    Shared by ``pairstream backtest`` and ``pairstream scan``; a file that is missing, holds
+    something else or mixes timeframes raises :class:`ReplayError` naming the file and line.
+    """
+    if not os.path.isfile(path):
+        raise ReplayError(f"{path} does not exist")
+    out: list[Bar] = []
+    for n, rec in read_file(FileSpec(path, "klines", symbol), 0):
+        if isinstance(rec, MalformedFrame):
+            raise ReplayError(f"{path} line {n}: {rec} (not a Binance kline CSV?)")
+        out.append(rec)
+    if not out:
+        raise ReplayError(f"{path} holds no kline rows")
+    tfs = sorted({b.tf for b in out})
+    if len(tfs) != 1:
+        raise ReplayError(f"{path} mixes timeframes {', '.join(tfs)}")
+    return out
+
+
 def _frame_blocks(path: str, skip: int, size: int) -> Iterator[bytes]:
     """Runs of whole lines (about ``size`` bytes each) of a frame file, after ``skip`` lines.
 
@@ -211,6 +234,48 @@ def _frame_blocks(path: str, skip: int, size: int) -> Iterator[bytes]:
                 rest = block  # a line longer than the block: read on
         if rest:
             yield rest
+
+
+def _read_ahead(blocks: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
+    """``blocks``, produced by a helper thread up to ``depth`` blocks ahead.
+
+    Inflating a gzip frame file (zlib, and its CRC) is ~10% of a full-speed replay's worker
+    time, and zlib releases the GIL while it works: done ahead in a thread, it overlaps with
+    the parsing and the bars instead of adding to them. Same blocks, same order; an error in
+    the reader is raised here, at the block where it happened.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for block in blocks:
+                if not put(block):
+                    return
+            put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            put(e)
+        finally:
+            getattr(blocks, "close", lambda: None)()
+
+    threading.Thread(target=produce, name="replay-read-ahead", daemon=True).start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
 def _batches(cols: TradeColumns, wanted: frozenset[str], shift_us: int) -> list[TickBatch]:
@@ -312,8 +377,8 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
         """The next block of a frame file as TickBatches (per line only if the block is odd)."""
         while self._file_idx < len(self._files):
             if self._blocks is None:
-                self._blocks = _frame_blocks(
-                    self._files[self._file_idx].path, self._line, self._block_bytes
+                self._blocks = _read_ahead(
+                    _frame_blocks(self._files[self._file_idx].path, self._line, self._block_bytes)
                 )
             block = next(self._blocks, None)
             if block is None:
@@ -401,6 +466,8 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
         return (self._file_idx, self._line)
 
     def close(self) -> None:
+        if self._blocks is not None:
+            self._blocks.close()  # type: ignore[attr-defined]
         if self.malformed:
             log.warning("replay: %d malformed lines skipped in all", self.malformed)
 

@@ -17,6 +17,7 @@ from pairstream.records import (
     Health,
     Mark,
     PairBar,
+    PairScan,
     Signal,
     Tick,
     TickBatch,
@@ -222,8 +223,29 @@ BACKTESTS = Table(
     ("pair", "tf", "params", "last_ts"),
 )
 
+# The pair scanner (``pairstream scan``, ``[scan]`` in the flow): ts = end of the sample.
+PAIR_SCAN = Table(
+    "pair_scan",
+    PairScan,
+    (
+        ("y", _S),
+        ("x", _S),
+        ("tf", _S),
+        ("beta", _D),
+        ("alpha", _D),
+        ("coint_p", _D),
+        ("johansen_trace", _D),
+        ("johansen_crit95", _D),
+        ("half_life", _D),
+        ("hurst", _D),
+        ("corr", _D),
+        ("n", _L),
+    ),
+    ("y", "x", "tf"),
+)
+
 TABLES: tuple[Table, ...] = (
-    TICKS, BARS, PAIR_ANALYTICS, SIGNALS, ALERTS, FEED_HEALTH, BACKTESTS
+    TICKS, BARS, PAIR_ANALYTICS, SIGNALS, ALERTS, FEED_HEALTH, BACKTESTS, PAIR_SCAN
 )  # fmt: skip
 BY_RECORD: dict[type, Table] = {t.record: t for t in TABLES}
 BY_RECORD[TickBatch] = TICKS  # the columnar form of Tick (written with Buffer.dataframe)

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from connectors.export import parse_time
-from connectors.frames import MalformedFrame
 from connectors.funding_files import funding_book
 from connectors.questdb_http import QuestDBError, QuestDBHttp
-from connectors.replay import FileSpec, read_file
+from connectors.replay import ReplayError
+from connectors.replay import read_klines as _read_klines
 from flows.startup import load_config
 from pairstream.backtest import (
     PARAM_KEYS,
@@ -83,20 +83,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def read_klines(path: str, symbol: str) -> list[Bar]:
-    """Bars of one Binance kline CSV (plain or .gz), through the replay connector's parser."""
-    if not os.path.isfile(path):
-        raise BacktestError(f"--klines: {path} does not exist")
-    out: list[Bar] = []
-    for n, rec in read_file(FileSpec(path, "klines", symbol), 0):
-        if isinstance(rec, MalformedFrame):
-            raise BacktestError(f"--klines: {path} line {n}: {rec} (not a Binance kline CSV?)")
-        out.append(rec)
-    if not out:
-        raise BacktestError(f"--klines: {path} holds no kline rows")
-    tfs = sorted({b.tf for b in out})
-    if len(tfs) != 1:
-        raise BacktestError(f"--klines: {path} mixes timeframes {', '.join(tfs)}")
-    return out
+    """Bars of one Binance kline CSV (:func:`connectors.replay.read_klines`), one-line errors."""
+    try:
+        return _read_klines(path, symbol)
+    except ReplayError as e:
+        raise BacktestError(f"--klines: {e}") from None
 
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
@@ -120,14 +111,17 @@ def _iso(t: datetime) -> str:
 
 def load_bars(
     http: QuestDBHttp,
-    y: str,
-    x: str,
+    symbols: Sequence[str],
     tf: str,
     start: Optional[datetime],
     end: Optional[datetime],
+    what: str = "",
 ) -> list[Bar]:
-    """Both legs' stored bars at ``tf`` in ``[start, end)``, streamed from ``/exp``."""
-    legs = f"symbol IN ('{y}', '{x}') AND tf = '{tf}'"
+    """The stored bars of ``symbols`` at ``tf`` in ``[start, end)``, streamed from ``/exp``.
+
+    Symbols and ``tf`` are checked by the callers (patterns), never pasted as typed.
+    """
+    legs = f"symbol IN ({', '.join(repr(s) for s in symbols)}) AND tf = '{tf}'"
     try:
         stats = http.query(f"SELECT symbol, count() n FROM bars WHERE {legs}")
     except QuestDBError as e:
@@ -138,10 +132,10 @@ def load_bars(
             ) from None
         raise
     have = {r["symbol"] for r in stats if r["n"]}
-    missing = [s for s in (y, x) if s not in have]
+    missing = [s for s in symbols if s not in have]
     if missing:
         raise BacktestError(
-            f"--pair {y}/{x}: no {tf} bars of {' and '.join(missing)} in QuestDB table bars"
+            f"{what}no {tf} bars of {' and '.join(missing)} in QuestDB table bars"
         )
     where = legs
     if start is not None:
@@ -319,7 +313,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     else:
         tf = args.tf or ("1m" if "1m" in cfg.timeframes else cfg.timeframes[0])
         sets = expand(cfg.analytics_for(tf), cfg.signals, overrides, grid)
-        raw = load_bars(http, y, x, tf, start, end)
+        raw = load_bars(http, (y, x), tf, start, end, f"--pair {y}/{x}: ")
         source = f"QuestDB {http.base_url}"
     bars: list[PairBar] = align(raw, y, x, tf)
     if not bars:

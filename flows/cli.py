@@ -22,6 +22,8 @@ from connectors.questdb_http import QuestDBHttp, parse_conf
 from connectors.questdb_server import ROOT, QuestDBServer
 from flows.backtest_cli import add_args as bt_args
 from flows.backtest_cli import cmd_backtest
+from flows.scan_cli import add_args as scan_args
+from flows.scan_cli import cmd_scan
 from flows.startup import (
     check_source,
     checked,
@@ -308,6 +310,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "export": ("export stored rows to CSV (streamed from QuestDB)", _export_args, cmd_export),
     "replay": ("run the flow over dump files into QuestDB", _replay_args, cmd_replay),
     "backtest": ("backtest signal parameters (a grid) over stored bars", bt_args, cmd_backtest),
+    "scan": ("rank every ordered pair of a universe (cointegration, half-life)", scan_args,
+             cmd_scan),
     "grafana": ("sync dashboards and alerting into a running Grafana", _grafana_args, cmd_grafana),
 }
 

@@ -10,6 +10,7 @@
                                        └─────┘
                                              └─► alert rules (default preset) ─► alerts
                                                    └─ [grafana] annotations ───► Grafana
+    bars ► [scan] universe, every `every` of bar time ► pairs over the workers ► pair_scan
 
 Wiring only: the maths lives in plain modules, the I/O in ``connectors``.
 """
@@ -30,10 +31,12 @@ from flows.alerting import alerts
 from flows.align import align_pairs
 from flows.analytics import pair_analytics
 from flows.bars import bars, rollup_bars
+from flows.scan import pair_scan
 from flows.signals import signals
 from flows.startup import (
     check_source,
     checked,
+    freeze_heap,
     load_config,
     setup_logging,
     tune_gc,
@@ -125,6 +128,8 @@ def build(cfg: Config) -> Dataflow:
     to_questdb("bars_out", all_bars, sink)
     to_questdb("analytics_out", analytics, sink)
     to_questdb("signals_out", positions, sink)
+    if cfg.scan.symbols:  # the pair scanner over the flow's own bars, on bar time
+        to_questdb("scan_out", pair_scan("scan", all_bars, cfg.scan), sink)
     to_questdb("alerts_out", events_out, sink)
     if cfg.grafana.annotations:  # also on Grafana's panels; a slow Grafana never holds the flow
         op.output("annotations_out", events_out, GrafanaAnnotationSink.from_config(cfg.grafana))
@@ -143,6 +148,7 @@ def prepare() -> Config:
     checked(lambda: check_reachable(cfg.questdb.conf))
     checked(lambda: ensure_tables(cfg.questdb.conf))
     warm_kernels()
+    freeze_heap()
     return cfg
 
 

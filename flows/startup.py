@@ -21,12 +21,12 @@ from connectors.questdb_http import QuestDBError
 from connectors.questdb_server import LauncherError
 from connectors.replay import ReplayError
 from pairstream.backtest import BacktestError
-from pairstream.config import Config, ConfigError, load
+from pairstream.config import Config, ConfigError, ScanError, load
 
 T = TypeVar("T")
 USER_ERRORS = (
     ConfigError, QuestDBError, ReplayError, FundingFileError, LauncherError, ExportError,
-    BacktestError, SymbolError, GrafanaError,
+    BacktestError, SymbolError, GrafanaError, ScanError,
 )  # fmt: skip
 
 
@@ -68,6 +68,16 @@ def tune_gc() -> None:
     batches.
     """
     gc.set_threshold(100_000, 10, 10)
+
+
+def freeze_heap() -> None:
+    """Move everything start-up made (modules, numba/LLVM, pandas...) out of the collector's reach.
+
+    Those objects live as long as the process; freezing them spares every full collection and
+    the interpreter's collection at exit from walking them: a 1M-tick replay exited 0.4-0.8 s
+    after its last row was written, 0.12-0.23 s frozen (bench/README.md).
+    """
+    gc.freeze()
 
 
 def warm_kernels() -> None:

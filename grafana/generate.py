@@ -872,10 +872,153 @@ def pipeline_health(cfg: Config) -> Json:
 
 # ---------------------------------------------------------------------------------------------
 
+# ---------------------------------------------------------------------------------------------
+# 4. Pair scanner
+
+SCAN_Y = "split_part('$scan_pair', '/', 1)"
+SCAN_X = "split_part('$scan_pair', '/', 2)"
+LATEST_SCAN = """(SELECT * FROM pair_scan WHERE tf = '$scan_tf' AND $__timeFilter(ts)
+    LATEST ON ts PARTITION BY y, x)"""
+
+
+def pair_scanner(cfg: Config) -> Json:
+    """The ranked universe (``pair_scan``, from ``pairstream scan --store`` or ``[scan]``)."""
+    lo = Layout()
+    lo.row("Latest scan in the range")
+    lo.add(
+        "table",
+        "Pairs ranked by cointegration (Engle-Granger p, then half-life)",
+        [
+            target(
+                f"""SELECT y, x, coint_p, half_life, johansen_trace, johansen_crit95, hurst, corr,
+                beta, alpha, n, ts AS sample_end FROM {LATEST_SCAN}
+                ORDER BY coint_p, half_life""",
+                TABLE,
+            )
+        ],
+        w=24,
+        h=10,
+        description="Per ordered pair (y on x) the newest scan in the range. coint_p: "
+        "statsmodels coint (trend c, AIC lags); trace vs crit95: Johansen (rank 0, 95%); "
+        "half-life in bars of the scan timeframe; Hurst of the spread (< 0.5 mean-reverting); "
+        "corr of log returns; n bars. ts = end of the sample.",
+        overrides=[
+            override(
+                "coint_p",
+                decimals=4,
+                custom__cellOptions={"type": "color-text"},
+                thresholds=thresholds((None, "green"), (0.05, "orange"), (0.1, "red")),
+            ),
+            override("half_life", unit="short", decimals=1),
+            override("johansen_trace", decimals=2),
+            override("hurst", decimals=3),
+            override("corr", decimals=3),
+        ],
+    )
+    lo.add(
+        "table",
+        "Engle-Granger p-value, y (rows) on x (columns)",
+        [
+            target(
+                f"""SELECT y, x, coint_p FROM {LATEST_SCAN} ORDER BY y, x""",
+                TABLE,
+            )
+        ],
+        w=12,
+        h=9,
+        description="Heatmap of coint_p of the newest scan in the range: green = cointegrated.",
+        defaults={
+            "decimals": 3,
+            "min": 0,
+            "max": 1,
+            "color": {"mode": "continuous-GrYlRd"},
+            "custom": {"cellOptions": {"type": "color-background"}},
+        },
+        transformations=[
+            {
+                "id": "groupingToMatrix",
+                "options": {"columnField": "x", "rowField": "y", "valueField": "coint_p"},
+            }
+        ],
+    )
+    lo.add(
+        "timeseries",
+        "coint_p and Hurst of $scan_pair, scan by scan",
+        [
+            target(
+                f"""SELECT ts AS time, last(coint_p) AS coint_p, last(hurst) AS hurst
+                FROM pair_scan
+                WHERE y = {SCAN_Y} AND x = {SCAN_X} AND tf = '$scan_tf' AND $__timeFilter(ts)
+                SAMPLE BY $__sampleByInterval ALIGN TO CALENDAR ORDER BY time""",
+            )
+        ],
+        w=12,
+        h=9,
+        defaults=ts_defaults(drawStyle="line", showPoints="always"),
+    )
+    lo.row("$scan_pair: spread with the newest scan's hedge ratio")
+    spread = f"""WITH s AS (SELECT beta, alpha FROM pair_scan
+        WHERE y = {SCAN_Y} AND x = {SCAN_X} AND tf = '$scan_tf' AND $__timeFilter(ts)
+        LATEST ON ts PARTITION BY y, x),
+      a AS (SELECT ts, last(close) AS close FROM bars WHERE symbol = {SCAN_Y}
+        AND tf = '$scan_tf' AND $__timeFilter(ts) SAMPLE BY $__sampleByInterval ALIGN TO CALENDAR),
+      b AS (SELECT ts, last(close) AS close FROM bars WHERE symbol = {SCAN_X}
+        AND tf = '$scan_tf' AND $__timeFilter(ts) SAMPLE BY $__sampleByInterval ALIGN TO CALENDAR),
+      sp AS (SELECT a.ts AS ts, a.close - s.beta * b.close - s.alpha AS spread
+        FROM a JOIN b ON a.ts = b.ts CROSS JOIN s)"""
+    lo.add(
+        "timeseries",
+        "Spread y − β·x − α",
+        [target(f"{spread} SELECT ts AS time, spread FROM sp ORDER BY time")],
+        w=12,
+        h=9,
+        description="Closes of both legs at the scan timeframe (last close per sample when "
+        "zoomed out) with β, α of the newest scan of the pair in the range.",
+        defaults=ts_defaults(),
+    )
+    lo.add(
+        "timeseries",
+        "z-score of the spread over the range",
+        [
+            target(
+                f"""{spread}, m AS (SELECT avg(spread) AS mu, stddev_samp(spread) AS sd FROM sp)
+                SELECT sp.ts AS time, (sp.spread - m.mu) / m.sd AS zscore
+                FROM sp CROSS JOIN m ORDER BY time"""
+            )
+        ],
+        w=12,
+        h=9,
+        defaults=ts_defaults(),
+    )
+    tfs = list(cfg.timeframes)
+    scan_tf = cfg.scan.tf if cfg.scan.symbols else ("1m" if "1m" in tfs else tfs[0])
+    pair = cfg.pairs[0]
+    variables = [
+        query_variable(
+            "scan_tf", "Scan timeframe", "SELECT DISTINCT tf FROM pair_scan ORDER BY tf", scan_tf
+        ),
+        query_variable(
+            "scan_pair",
+            "Pair (y/x)",
+            "SELECT DISTINCT concat(y, '/', x) AS pair FROM pair_scan ORDER BY pair",
+            f"{pair.y}/{pair.x}",
+        ),
+    ]
+    return dashboard(
+        "pairstream-scanner",
+        "pairstream · Pair scanner",
+        "Every ordered pair of the scan universe ranked by cointegration; the chosen pair's "
+        "spread and z-score.",
+        lo.panels,
+        variables,
+    )
+
+
 BUILDERS = {
     "pair-monitor.json": pair_monitor,
     "market-overview.json": market_overview,
     "pipeline-health.json": pipeline_health,
+    "pair-scanner.json": pair_scanner,
 }
 
 

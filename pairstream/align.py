@@ -25,6 +25,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional
 
+import numpy as np
+
 from pairstream.records import Bar, PairBar
 
 _NEVER = object()  # the leg had no bar yet at that interval: skip it
@@ -115,3 +117,24 @@ def _filled(leg: _Leg, v: object) -> object:
     if v is not _WAIT:
         return v
     return _NEVER if leg.carry is None else leg.carry
+
+
+def align_closes(
+    ta: np.ndarray, ca: np.ndarray, tb: np.ndarray, cb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What :class:`PairAligner` emits over two whole series, as arrays: ``(ts, a, b)``.
+
+    ``ta``/``tb`` are each leg's increasing bar times (any sortable numbers), ``ca``/``cb`` its
+    closes. Over a finished sample the aligner's rule is: every interval in which either leg has
+    a bar, from the later first bar to the earlier last bar (after it the shorter leg is never
+    *known*), a leg without a bar there carrying its previous close forward.
+    """
+    if ta.size == 0 or tb.size == 0:
+        empty = np.empty(0)
+        return np.empty(0, dtype=ta.dtype), empty, empty
+    lo, hi = max(ta[0], tb[0]), min(ta[-1], tb[-1])
+    ts = np.union1d(ta, tb)
+    ts = ts[(ts >= lo) & (ts <= hi)]
+    ia = np.searchsorted(ta, ts, side="right") - 1
+    ib = np.searchsorted(tb, ts, side="right") - 1
+    return ts, ca[ia], cb[ib]

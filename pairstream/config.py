@@ -30,6 +30,10 @@ class ConfigError(ValueError):
     """A user-caused configuration problem; ``str(err)`` is the one-line message."""
 
 
+class ScanError(ValueError):
+    """Bad arguments or inputs of ``pairstream scan`` (a bad file...); a one-line message."""
+
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -187,6 +191,45 @@ def _check_grafana(g: GrafanaConfig) -> GrafanaConfig:
     return g
 
 
+MIN_SCAN_BARS = 200  # the Hurst exponent uses lags up to 100 bars
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """``[scan]``: the pair scanner's universe; the flow rescans it on bar time (``every``)."""
+
+    symbols: tuple[str, ...] = ()  # empty: no live scan (``pairstream scan`` uses ``symbols``)
+    tf: str = "1m"
+    window: int = 1440  # bars per sample (the last ``window`` aligned bars)
+    every: str = "1h"  # rescan when the bars reach a multiple of this (UTC epoch)
+
+    @property
+    def every_s(self) -> int:
+        return int(parse_duration(self.every, "scan.every").total_seconds())
+
+
+def _check_scan(sc: ScanConfig, symbols: tuple[str, ...], tfs: tuple[str, ...]) -> ScanConfig:
+    sc = replace(sc, symbols=tuple(s.upper() for s in sc.symbols))
+    for s in sc.symbols:
+        if s not in symbols:
+            raise ConfigError(f"scan.symbols: {s!r} is not in symbols (the flow builds its bars)")
+    if len(set(sc.symbols)) != len(sc.symbols):
+        raise ConfigError("scan.symbols: a symbol is listed twice")
+    if len(sc.symbols) == 1:
+        raise ConfigError("scan.symbols: a scan needs at least two symbols (or none: off)")
+    if not sc.symbols:  # off: the CLI checks its own --tf
+        sc.every_s  # noqa: B018 - validates the duration
+        return sc
+    if sc.tf not in tfs:
+        raise ConfigError(f"scan.tf: {sc.tf!r} is not in timeframes ({', '.join(tfs)})")
+    if sc.window < MIN_SCAN_BARS:
+        raise ConfigError(f"scan.window: must be at least {MIN_SCAN_BARS} bars, got {sc.window}")
+    every = sc.every_s
+    if every <= 0 or every % tf_seconds(sc.tf):
+        raise ConfigError(f"scan.every: must be a multiple of scan.tf ({sc.tf}), got {sc.every!r}")
+    return sc
+
+
 @dataclass(frozen=True)
 class Config:
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
@@ -204,6 +247,7 @@ class Config:
     # raw [[alerts]] tables; pairstream.alerts.load_rules checks them
     alerts: tuple[Mapping[str, Any], ...] = ()
     path: Optional[str] = None
+    scan: ScanConfig = field(default_factory=ScanConfig)
 
     def analytics_for(self, tf: str, preset: str = DEFAULT_PRESET) -> AnalyticsConfig:
         """Settings of one timeframe and preset: the preset's keys over ``[analytics.<tf>]``
@@ -325,6 +369,7 @@ _TOP = {
     "signals",
     "alerts",
     "grafana",
+    "scan",
 }
 
 
@@ -424,6 +469,7 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
     alerts = data.get("alerts", [])
     if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts):
         raise ConfigError("alerts: expected [[alerts]] tables")
+    scan = _check_scan(_section(ScanConfig, data.get("scan", {}), "scan"), symbols, tuple(tfs))
     return Config(
         symbols=symbols,
         timeframes=tuple(tfs),
@@ -438,6 +484,7 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
         grafana=grafana,
         alerts=tuple(alerts),
         path=path,
+        scan=scan,
     )
 
 

@@ -290,3 +290,27 @@ class BacktestResult:
     hit_rate: Optional[float]
     funding: float = 0.0
     run_at: Optional[datetime] = None
+
+
+@dataclass(frozen=True, slots=True)
+class PairScan:
+    """One row of the ``pair_scan`` table: the scanner's statistics of one ordered pair.
+
+    ``ts`` is the end of the sample (the last bar's start + ``tf``); with ``y``, ``x`` and ``tf``
+    it identifies the row, so re-scanning the same sample upserts it. Definitions:
+    :mod:`pairstream.scan`.
+    """
+
+    ts: datetime
+    y: str
+    x: str
+    tf: str
+    beta: Optional[float]
+    alpha: Optional[float]
+    coint_p: Optional[float]
+    johansen_trace: Optional[float]
+    johansen_crit95: float
+    half_life: Optional[float]
+    hurst: Optional[float]
+    corr: Optional[float]
+    n: int

@@ -26,6 +26,8 @@ from tests.fakes.grafana import FakeGrafana
 
 WEBHOOK = "http://127.0.0.1:9/pairstream-hook"
 FILES = {p.stem: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}
+# datasource, folder, each dashboard, rule group, contact point, notification route
+OBJECTS = 5 + len(FILES)
 RULES = yaml.safe_load((PROVISIONING / "alerting" / "rules.yaml").read_text())
 POLICIES = yaml.safe_load((PROVISIONING / "alerting" / "policies.yaml").read_text())
 
@@ -65,7 +67,7 @@ def _no_ids(d: dict) -> dict:
 def test_a_sync_creates_everything_and_a_second_writes_nothing(grafana, env, capsys):
     code, out, err = sync(capsys, grafana.url)
     assert code == 0, err
-    assert out.count("created") == 8 and "synced: 8 change(s) written" in out
+    assert out.count("created") == OBJECTS and f"synced: {OBJECTS} change(s) written" in out
 
     ds = grafana.datasources["pairstream-questdb"]
     assert ds["type"] == "questdb-questdb-datasource" and ds["isDefault"] is False
@@ -91,18 +93,19 @@ def test_a_sync_creates_everything_and_a_second_writes_nothing(grafana, env, cap
     assert tree["routes"] == [api_route(POLICIES)]
     (put,) = [r for r in grafana.writes if r.path.endswith("/policies")]
     assert put.headers.get("X-Disable-Provenance") == "true"  # the tree stays editable in the UI
-    assert len(grafana.writes) == 8
+    assert len(grafana.writes) == OBJECTS
 
     code, out, err = sync(capsys, grafana.url)
     assert code == 0, err
-    assert out.count("unchanged") == 8 and "nothing to change" in out
-    assert len(grafana.writes) == 8  # the second run only read
+    assert out.count("unchanged") == OBJECTS and "nothing to change" in out
+    assert len(grafana.writes) == OBJECTS  # the second run only read
 
 
 def test_dry_run_writes_nothing_and_only_changed_objects_are_written(grafana, env, capsys):
     code, out, err = sync(capsys, grafana.url, "--dry-run")
     assert code == 0, err
-    assert out.count("would create") == 8 and "dry run: 8 change(s) not written" in out
+    assert out.count("would create") == OBJECTS
+    assert f"dry run: {OBJECTS} change(s) not written" in out
     assert grafana.writes == [] and not grafana.dashboards
 
     assert sync(capsys, grafana.url)[0] == 0
@@ -114,7 +117,7 @@ def test_dry_run_writes_nothing_and_only_changed_objects_are_written(grafana, en
     assert code == 0, err
     assert "pairstream-pair                  would update: title" in out
     assert "route team=pairstream            would update" in out
-    assert out.count("unchanged") == 6 and len(grafana.writes) == before
+    assert out.count("unchanged") == OBJECTS - 2 and len(grafana.writes) == before
 
     code, out, err = sync(capsys, grafana.url)
     assert code == 0, err

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import glob
 import gzip
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -197,3 +199,28 @@ def test_resume_from_snapshot_continues_where_it_stopped():
 def test_missing_file_is_one_clear_error():
     with pytest.raises(ReplayError, match=r"source.paths: no file matches '.*nope\*\.csv'"):
         ReplaySource(["/nonexistent/nope*.csv"], SYMS)
+
+
+def _read_ahead_threads() -> int:
+    return sum(t.name == "replay-read-ahead" and t.is_alive() for t in threading.enumerate())
+
+
+def test_gzip_read_ahead_raises_a_truncated_file_and_leaves_no_thread(tmp_path: Path):
+    # blocks are inflated ahead in a thread; a broken file must still stop the replay, loudly
+    data = gzip.compress(gzip.decompress(Path(glob.glob(MERGED)[0]).read_bytes()) * 4)
+    bad = tmp_path / "truncated-frames.txt.gz"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(Exception) as caught:  # noqa: B017 - Bytewax wraps it; the cause counts
+        replay([str(bad)], block_bytes=64 * 1024)
+    causes, e = [], caught.value
+    while e is not None:
+        causes.append(e)
+        e = e.__cause__
+    assert any(isinstance(c, EOFError) and "end-of-stream" in str(c) for c in causes), causes
+    whole = tmp_path / "whole-frames.txt.gz"
+    whole.write_bytes(data)
+    assert len(replay([str(whole)], block_bytes=64 * 1024)) == 4 * 24_356
+    for t in threading.enumerate():  # the helper thread ends with its file
+        if t.name == "replay-read-ahead":
+            t.join(timeout=10)
+    assert _read_ahead_threads() == 0

@@ -110,3 +110,26 @@ def test_a_stuck_leg_is_forward_filled_after_max_pending_bars() -> None:
     assert al.late == 15
     assert out[26:] == pandas_reference(y_bars, x_bars)[26:]
     assert [pb.ts for pb in out] == [b.ts for b in y_bars]  # each interval once, in order
+
+
+@settings(max_examples=200, deadline=None)
+@given(ys=legs, xs=legs)
+def test_align_closes_is_what_the_aligner_emits(ys: list[int], xs: list[int]) -> None:
+    """The scanner's whole-sample alignment equals PairAligner over the same gapped legs."""
+    import numpy as np
+
+    from pairstream.align import align_closes
+
+    y_bars = [bar("Y", m, 100.0 + m) for m in ys]
+    x_bars = [bar("X", m, 10.0 + m / 8) for m in xs]
+    al = PairAligner("Y", "X", "1m")
+    want = [pb for b in y_bars + x_bars for pb in al.push(b)]
+    ts, cy, cx = align_closes(
+        np.array(ys, dtype=np.int64), np.array([b.close for b in y_bars]),
+        np.array(xs, dtype=np.int64), np.array([b.close for b in x_bars]),
+    )  # fmt: skip
+    got = [
+        PairBar("Y/X", "1m", T0 + timedelta(minutes=int(t)), float(a), float(b))
+        for t, a, b in zip(ts, cy, cx)
+    ]
+    assert got == want

@@ -126,3 +126,32 @@ def test_grafana_url_from_the_environment(monkeypatch):
     monkeypatch.setenv("GRAFANA_URL", "https://grafana.example.com")
     g = parse({"grafana": {"annotations": True, "url": "http://127.0.0.1:3000"}}).grafana
     assert g.url == "https://grafana.example.com" and g.annotations and g.timeout_s == 5.0
+
+
+_U = {"symbols": ["AUSDT", "BUSDT", "CUSDT"], "pairs": [{"y": "AUSDT", "x": "BUSDT"}]}
+
+
+@pytest.mark.parametrize(
+    "scan, message",
+    [
+        ({"symbols": ["AUSDT", "ZUSDT"]}, "scan.symbols: 'ZUSDT' is not in symbols"),
+        ({"symbols": ["AUSDT"]}, "scan.symbols: a scan needs at least two symbols"),
+        ({"symbols": ["AUSDT", "AUSDT"]}, "scan.symbols: a symbol is listed twice"),
+        ({"symbols": ["AUSDT", "BUSDT"], "tf": "15m"}, "scan.tf: '15m' is not in timeframes"),
+        ({"symbols": ["AUSDT", "BUSDT"], "window": 50}, "scan.window: must be at least 200"),
+        ({"symbols": ["AUSDT", "BUSDT"], "every": "90s"}, "scan.every: must be a multiple"),
+        ({"every": "soon"}, "scan.every: expected a duration"),
+        ({"windows": 3}, "scan.windows: unknown key"),
+    ],
+)
+def test_bad_scan_table_is_one_line_naming_the_key(scan, message):
+    with pytest.raises(ConfigError) as e:
+        parse({**_U, "scan": scan})
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_scan_defaults_and_values():
+    assert parse(_U).scan.symbols == ()  # off unless configured
+    assert parse({**_U, "timeframes": ["1s"]}).scan.tf == "1m"  # off: tf not checked
+    sc = parse({**_U, "scan": {"symbols": ["cusdt", "AUSDT"], "window": 300, "every": "2h"}}).scan
+    assert sc.symbols == ("CUSDT", "AUSDT") and sc.every_s == 7200 and sc.tf == "1m"
