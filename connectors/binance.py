@@ -29,6 +29,7 @@ from typing import Any, Optional, Union
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from connectors import shutdown
 from connectors.binance_budget import RestBudget, shared_budget
 from connectors.binance_rest import BinanceRest
 from connectors.binance_ws import Clock, Feed, wall_clock
@@ -66,9 +67,11 @@ class _BinancePartition(StatefulSourcePartition[Record, Snapshot]):
         if self._done:
             raise StopIteration
         err = self._feed.error
-        if err is not None:
-            raise RuntimeError(f"binance feed {self._feed.name} stopped: "
-                               f"{type(err).__name__}: {err}") from err
+        if err is not None:  # one line and the sink flushed (connectors.shutdown), or raise
+            msg = f"binance feed {self._feed.name} stopped: {type(err).__name__}: {err}"
+            exc = RuntimeError(msg)
+            exc.__cause__ = err
+            shutdown.fail_or_raise(msg, exc)
         out: list[Record] = []
         dq, last = self._out, self._last
         until = self._until

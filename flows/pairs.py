@@ -88,6 +88,7 @@ def make_sink(cfg: Config) -> QuestDBSink:
         flush_interval=q.flush_interval_s,
         derived_flush_interval=max(q.flush_interval_s, 1.0) if backfill else 0.0,
         buffer_rows=q.buffer_rows,
+        dead_letter=q.dead_letter or None,
     )
 
 
@@ -150,7 +151,8 @@ def build(cfg: Config) -> Dataflow:
 
 
 def prepare() -> Config:
-    """Start-up: logging, configuration, QuestDB reachable, tables created — or one-line exit."""
+    """Start-up: logging, configuration, QuestDB reachable, tables created or checked — or a
+    one-line exit."""
     setup_logging()
     tune_gc()
     cfg = load_config()

@@ -121,6 +121,7 @@ class QuestDBConfig:
     flush_rows: int = 50_000  # flush when this many rows are buffered
     flush_interval: str = "250ms"  # ... or when the oldest buffered row is this old
     buffer_rows: int = 1_000_000  # while QuestDB is down; beyond it the flow waits
+    dead_letter: str = ""  # rows QuestDB refuses ("" = var/dead_letter.jsonl in the checkout)
 
     @property
     def flush_interval_s(self) -> float:
@@ -438,6 +439,9 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
     env_conf = os.environ.get("QDB_CLIENT_CONF")
     if env_conf:
         questdb = replace(questdb, conf=env_conf)
+    env_dead = os.environ.get("PAIRSTREAM_DEAD_LETTER")  # e.g. a container's writable volume
+    if env_dead:
+        questdb = replace(questdb, dead_letter=env_dead)
     if not re.match(r"^(http|https|tcp|tcps)::", questdb.conf):
         raise ConfigError(f"questdb.conf: expected 'http::addr=HOST:PORT;', got {questdb.conf!r}")
     _positive("questdb.flush_rows", questdb.flush_rows)
@@ -504,9 +508,15 @@ def load(path: Optional[str | os.PathLike] = None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{chosen}: not valid TOML ({e})") from None
     cfg = parse(data, str(chosen))
-    # Relative replay paths are relative to the config file, like every tool users know.
+    # Relative paths (replay files, dead letters) are relative to the config file, like every
+    # tool users know.
     if cfg.source.paths:
         base = chosen.resolve().parent
         paths = tuple(p if os.path.isabs(p) else str(base / p) for p in cfg.source.paths)
         cfg = replace(cfg, source=replace(cfg.source, paths=paths))
+    dl = cfg.questdb.dead_letter
+    if dl and not os.path.isabs(dl):
+        cfg = replace(
+            cfg, questdb=replace(cfg.questdb, dead_letter=str(chosen.resolve().parent / dl))
+        )
     return cfg
