@@ -21,6 +21,8 @@ RUN useradd --system --uid 10001 pairstream && mkdir /recovery && chown pairstre
     && chown -R pairstream "$NUMBA_CACHE_DIR"
 
 COPY pairstream.toml ./
+# Rows QuestDB refuses ([questdb] dead_letter) go to the flow's own writable volume.
+ENV PAIRSTREAM_DEAD_LETTER=/recovery/dead_letter.jsonl
 USER pairstream
 VOLUME ["/recovery"]
 

@@ -31,9 +31,11 @@ from typing import Any, Optional, Union
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from connectors import shutdown
 from connectors.binance_budget import RestBudget, shared_budget
 from connectors.binance_rest import BinanceRest
 from connectors.binance_ws import Clock, Feed, wall_clock
+from connectors.store_resume import Starter
 from pairstream.records import Health, Mark, Progress, Tick
 
 log = logging.getLogger("pairstream.binance")
@@ -67,9 +69,11 @@ class _BinancePartition(StatefulSourcePartition[Record, Snapshot]):
         if self._done:
             raise StopIteration
         err = self._feed.error
-        if err is not None:
-            raise RuntimeError(f"binance feed {self._feed.name} stopped: "
-                               f"{type(err).__name__}: {err}") from err
+        if err is not None:  # one line and the sink flushed (connectors.shutdown), or raise
+            msg = f"binance feed {self._feed.name} stopped: {type(err).__name__}: {err}"
+            exc = RuntimeError(msg)
+            exc.__cause__ = err
+            shutdown.fail_or_raise(msg, exc)
         out: list[Record] = []
         dq, last = self._out, self._last
         until = self._until
@@ -123,6 +127,8 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
     ``[source] until``: bounded live captures, recovery tests) ends a partition once each of its
     symbols has traded at or after that exchange time: exactly the ticks before it are emitted
     and Progress never passes it, so the run's output does not depend on when it stopped.
+    ``starter`` (the flow's start plan) gives the position of symbols the recovery snapshot
+    does not hold: after the newest stored trade, or before the first trade of the warm-up.
 
     Bounded memory: a partition holds at most ``high_water`` records the worker has not taken
     yet (it is back-pressured, e.g. by a QuestDB outage) plus as many live ticks held during
@@ -162,6 +168,7 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
         stop_when: Optional[Callable[[Mapping[str, int]], bool]] = None,
         until: Optional[datetime] = None,
         marks: bool = True,
+        starter: Optional[Starter] = None,
     ):
         if stream not in STREAMS:
             raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
@@ -192,6 +199,7 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
         self.max_batch = max_batch
         self.stop_when = stop_when
         self.until = until
+        self.starter = starter
 
     def list_parts(self) -> list[str]:
         return [f"conn-{i}" for i in range(len(self.groups))]
@@ -200,7 +208,13 @@ class BinanceSource(FixedPartitionedSource[Record, Snapshot]):
                    resume_state: Optional[Snapshot]) -> _BinancePartition:
         symbols = self.groups[int(for_part.split("-", 1)[1])]
         resume = {s: int(i) for s, i in (resume_state or {}).items() if s in symbols}
+        first: list[Record] = []
+        fresh = [s for s in symbols if s not in resume]
+        if fresh and self.starter is not None:  # no recovered position: resume from the store
+            resume.update(self.starter.resume_ids(fresh))
+            first = list(self.starter.health(fresh))
         feed = self.feed(for_part, symbols, resume)
+        feed.out.extend(first)
         return _BinancePartition(feed, resume, self.poll_interval, self.max_batch,
                                  self.stop_when, self.until)
 

@@ -464,6 +464,7 @@ class Feed:
 
     async def _backfill(self, s: str) -> None:
         delay = 0.05
+        fetched = 0
         while self.seq.state[s] == BACKFILL:
             await self._drained()
             last = self.seq.last[s]
@@ -483,8 +484,10 @@ class Feed:
                     log.warning("binance %s: skipped malformed REST row of %s: %s", self.name,
                                 s, e)
             full = len(rows) >= self.rest.limit
+            fetched += len(rows)
             if self.seq.on_rest(s, ticks, full):
-                log.info("binance %s: %s caught up at id %s", self.name, s, self.seq.last[s])
+                log.info("binance %s: %s caught up at id %s (%d trades backfilled over REST)",
+                         self.name, s, self.seq.last[s], fetched)
                 return
             if not full:
                 await asyncio.sleep(delay)  # REST behind the live stream: ask again soon

@@ -176,7 +176,9 @@ class QuestDBServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=self.detached,  # a kept server must not get the terminal's Ctrl-C
+            # Its own session: a terminal's Ctrl-C goes to the flow, which writes what it
+            # holds into this server before the server is stopped (or kept, when detached).
+            start_new_session=True,
         )
         if self.detached:
             (self.root / "questdb.pid").write_text(str(self.proc.pid))

@@ -18,7 +18,7 @@ resumed flow loses no bar and never emits one twice.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Optional, Union
@@ -27,6 +27,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
+from connectors.store_resume import SymbolStart
 from pairstream.config import tf_seconds
 from pairstream.ohlcv import Rollup, SymbolBars
 from pairstream.records import Bar, Health, Progress, Tick, TickBatch
@@ -41,13 +42,18 @@ class BarsOut:
 
 
 _In = Union[Tick, TickBatch, Progress]
+Seed = Callable[[str], Optional[SymbolStart]]
 
 
 class _BarsLogic(StatefulBatchLogic[_In, Union[Bar, Health], SymbolBars]):
     """One symbol's :class:`SymbolBars`, made on the first batch (the builder gets no key)."""
 
     def __init__(
-        self, resume: Optional[SymbolBars], timeframes: tuple[str, ...], lateness: timedelta
+        self,
+        resume: Optional[SymbolBars],
+        timeframes: tuple[str, ...],
+        lateness: timedelta,
+        seed: Optional[Seed] = None,
     ) -> None:
         if resume is not None:
             if resume.timeframes != timeframes:
@@ -59,11 +65,22 @@ class _BarsLogic(StatefulBatchLogic[_In, Union[Bar, Health], SymbolBars]):
         self.state = resume
         self._tfs = timeframes
         self._lateness = lateness
+        self._seed = seed
+
+    def _start(self, symbol: str) -> SymbolBars:
+        """A new symbol's bars; with a start plan, resumed from the store and the exchange."""
+        state = SymbolBars(symbol, self._tfs, self._lateness)
+        start = self._seed(symbol) if self._seed is not None else None
+        if start is not None and start.cut is not None:
+            state.resume(start.cut, start.last_close, start.history)
+            for t in start.ticks:
+                state.add_tick(t)
+        return state
 
     def on_batch(self, values: list[list[_In]]) -> tuple[Iterable, bool]:
         state = self.state
         if state is None:
-            state = self.state = SymbolBars(values[0][0].symbol, self._tfs, self._lateness)
+            state = self.state = self._start(values[0][0].symbol)
         add_tick = state.add_tick
         for group in values:
             for v in group:
@@ -114,6 +131,7 @@ def bars(
     events: Stream[_In],
     timeframes: Sequence[str],
     lateness: timedelta,
+    seed: Optional[Seed] = None,
 ) -> BarsOut:
     """Ticks (or TickBatches) and Progress → bars of ``timeframes`` per symbol, and late counts.
 
@@ -121,13 +139,18 @@ def bars(
     each a multiple of the one before; 1s buckets are always built and 1s bars emitted only if
     a 1s timeframe is listed. Per symbol, bars of every timeframe come in increasing ``ts``
     and each (symbol, tf, ts) exactly once.
+
+    ``seed(symbol)`` (live starts without recovered state) gives where the symbol's bars
+    resume: its history bars and stored ticks are replayed before the first item.
     """
     tfs = tuple(timeframes)
     for tf in tfs:
         tf_seconds(tf)  # fail at build time on a bad label
     SymbolBars("CHECK", tfs, lateness)  # ... and on a bad timeframe ladder or lateness
     keyed = op.flat_map_batch("key", events, _by_symbol)
-    out = op.stateful_batch("ohlcv", keyed, lambda resume: _BarsLogic(resume, tfs, lateness))
+    out = op.stateful_batch(
+        "ohlcv", keyed, lambda resume: _BarsLogic(resume, tfs, lateness, seed)
+    )
     values = op.key_rm("unkey", out)
     split = op.branch("split", values, lambda x: isinstance(x, Bar))
     return BarsOut(split.trues, split.falses)

@@ -67,7 +67,12 @@ def questdb_for(cfg: Config, keep: bool = False) -> Iterator[Optional[QuestDBSer
 
 
 def run_flow(config_path: Optional[Path], bytewax_args: list[str]) -> int:
-    """Run ``python -m bytewax.run flows.pairs`` as a child; Ctrl-C stops it cleanly."""
+    """Run ``python -m bytewax.run flows.pairs`` as a child; Ctrl-C stops it cleanly.
+
+    SIGINT/SIGTERM are passed on to the child, which writes what its sink holds, prints the one
+    line (``pairstream: stopped``) and exits 130 or 0; this process adds nothing and returns
+    that code (a child killed by a signal N returns 128 + N, as a shell would).
+    """
     env = dict(os.environ)
     if config_path is not None:
         env["PAIRSTREAM_CONFIG"] = str(config_path)
@@ -79,7 +84,8 @@ def run_flow(config_path: Optional[Path], bytewax_args: list[str]) -> int:
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return child.wait()
+        code = child.wait()
+        return 128 - code if code < 0 else code
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -172,6 +178,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from bytewax.run import cli_main
 
     from connectors import replay as rp
+    from connectors import shutdown
     from connectors.questdb_sink import ensure_tables
     from flows.pairs import build
 
@@ -209,6 +216,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     print(line(), file=sys.stderr, flush=True)
                     last = pct
 
+        shutdown.install()  # Ctrl-C: the sink writes what it holds, then one line
         reporter = threading.Thread(target=report, daemon=True)
         reporter.start()
         try:

@@ -20,7 +20,7 @@ Wiring only: the maths lives in plain modules, the I/O in ``connectors``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -29,6 +29,7 @@ from bytewax.inputs import Source
 from connectors.grafana_annotations import GrafanaAnnotationSink
 from connectors.questdb_sink import QuestDBSink, check_reachable, ensure_tables, to_questdb
 from connectors.replay import ReplaySource
+from connectors.store_resume import Starter, stored_history
 from flows.alerting import alerts
 from flows.align import align_pairs
 from flows.analytics import pair_analytics
@@ -50,8 +51,8 @@ from pairstream.config import DEFAULT_PRESET, Config
 from pairstream.records import Bar, Health, Mark, Progress, Tick, TickBatch
 
 
-def make_source(cfg: Config) -> Source[Any]:
-    """The configured source: live Binance or a replay of files."""
+def make_source(cfg: Config, starter: Optional[Starter] = None) -> Source[Any]:
+    """The configured source: live Binance (resuming as ``starter`` plans) or a replay."""
     src = cfg.source
     if src.kind == "replay":
         return ReplaySource(
@@ -73,6 +74,7 @@ def make_source(cfg: Config) -> Source[Any]:
         # reordering between the streams of one connection.
         progress_horizon=cfg.bars.lateness_td.total_seconds() / 2,
         progress_interval=0.05,
+        starter=starter,
     )
 
 
@@ -90,6 +92,7 @@ def make_sink(cfg: Config) -> QuestDBSink:
         flush_interval=q.flush_interval_s,
         derived_flush_interval=max(q.flush_interval_s, 1.0) if backfill else 0.0,
         buffer_rows=q.buffer_rows,
+        dead_letter=q.dead_letter or None,
     )
 
 
@@ -102,7 +105,10 @@ def _only(*types: type) -> Callable[[list[Any]], list[Any]]:
 def build(cfg: Config) -> Dataflow:
     """The whole pipeline for one configuration."""
     rules = load_rules(cfg)
-    source = make_source(cfg)
+    # Live: every start resumes from the store, warms up from the exchange, then goes live.
+    starter = Starter(cfg) if cfg.source.kind == "binance" else None
+    seed = starter.symbol if starter is not None else None
+    source = make_source(cfg, starter)
     flow = Dataflow("pairstream")
     events = op.input("source", flow, source)
     # Batch filters (one Python call per source batch, not per tick): same records, same order.
@@ -111,7 +117,7 @@ def build(cfg: Config) -> Dataflow:
     health = op.flat_map_batch("health", events, _only(Health))
     marks = op.flat_map_batch("marks", events, _only(Mark))
 
-    built = bars("bars", trade_flow, cfg.timeframes, cfg.bars.lateness_td)
+    built = bars("bars", trade_flow, cfg.timeframes, cfg.bars.lateness_td, seed)
     all_bars = built.bars
     for tf in getattr(source, "bar_timeframes", ()):  # offline OHLC mode: kline files
         klines = op.filter(
@@ -122,16 +128,23 @@ def build(cfg: Config) -> Dataflow:
         )
 
     pair_bars = align_pairs("align", all_bars, list(cfg.pairs), cfg.timeframes)
-    analytics = pair_analytics("analytics", pair_bars, cfg)  # one row per preset
+    history = stored_history(cfg.questdb.conf)  # changed settings: state from stored bars
+    analytics = pair_analytics("analytics", pair_bars, cfg, history)  # one row per preset
     positions = signals(
         "signals",
         analytics,
         cfg,
         funding=getattr(source, "funding", None),  # replay: funding files
         funding_events=funding_from_marks("settlements", marks),  # live: the mark stream
+        history=history,
     )
     base = op.filter("default_preset", analytics, lambda a: a.preset == DEFAULT_PRESET)
     events_out = alerts("alerts", base, rules)
+
+    if starter is not None:  # replayed history rebuilds state; stored rows stay as they are
+        analytics = op.filter("new_analytics", analytics, starter.unwritten)
+        positions = op.filter("new_signals", positions, starter.unwritten)
+        events_out = op.filter("new_alerts", events_out, starter.unwritten)
 
     sink = make_sink(cfg)
     to_questdb("ticks_out", ticks, sink)
@@ -149,7 +162,8 @@ def build(cfg: Config) -> Dataflow:
 
 
 def prepare() -> Config:
-    """Start-up: logging, configuration, QuestDB reachable, tables created — or one-line exit."""
+    """Start-up: logging, configuration, QuestDB reachable, tables created or checked — or a
+    one-line exit."""
     setup_logging()
     tune_gc()
     cfg = load_config()

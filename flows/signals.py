@@ -8,6 +8,7 @@ from typing import Optional, Union
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
+from flows.rebuild import History, machine_outdated, rebuilt_machine
 from pairstream.config import Config
 from pairstream.funding import FundingBook
 from pairstream.records import Analytics, Funding, Signal
@@ -21,12 +22,15 @@ def signals(
     cfg: Config,
     funding: Optional[FundingBook] = None,
     funding_events: Optional[Stream[Funding]] = None,
+    history: Optional[History] = None,
 ) -> Stream[Signal]:
     """Signals in bar order per pair+tf+preset (``cfg.signals``).
 
     ``funding``: events known up front (replay files); ``funding_events``: events streamed in
     (live, from the mark price stream), copied to every pair, timeframe and preset holding the
-    symbol. Each machine sizes its hedge for the ``prices`` setting of its preset.
+    symbol. Each machine sizes its hedge for the ``prices`` setting of its preset. A restored
+    machine built with other signal or analytics settings is rebuilt from ``history`` (stored
+    bars).
     """
     keys = [
         (f"{p.id}|{tf}|{preset}", (p.y, p.x), cfg.analytics_for(tf, preset).prices)
@@ -40,9 +44,11 @@ def signals(
 
     def step(machine: Optional[SignalMachine], item: Union[Analytics, tuple[str, Funding]]):
         if isinstance(item, Analytics):
+            a_cfg = cfg.analytics_for(item.tf, item.preset)
             if machine is None:
-                prices = cfg.analytics_for(item.tf, item.preset).prices
-                machine = SignalMachine(cfg.signals, prices, funding)
+                machine = SignalMachine(cfg.signals, a_cfg.prices, funding, a_cfg)
+            elif history is not None and machine_outdated(machine, cfg.signals, a_cfg):
+                machine = rebuilt_machine(machine, cfg, a_cfg, history, item, funding)
             return machine, [machine.update(item)]
         prices, e = item
         if machine is None:

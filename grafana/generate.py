@@ -755,7 +755,7 @@ def market_overview(cfg: Config) -> Json:
 # ---------------------------------------------------------------------------------------------
 # 3. Pipeline health
 
-COUNTERS = ("reconnects", "gaps", "backfilled", "malformed", "late_ticks")
+COUNTERS = ("reconnects", "gaps", "backfilled", "malformed", "late_ticks", "rejected_rows")
 
 
 def pipeline_health(cfg: Config) -> Json:

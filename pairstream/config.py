@@ -83,6 +83,14 @@ class SourceConfig:
     # binance: end the run once every symbol has traded at or after this UTC time (ISO 8601);
     # ticks from it on are not emitted and every bar is flushed. "" = run forever.
     until: str = ""
+    # binance: before going live, fill the estimator windows from stored bars, then klines
+    warmup: bool = True
+    # binance: a stored resume point older than this is not backfilled (start cold instead)
+    max_gap: str = "2h"
+
+    @property
+    def max_gap_td(self) -> timedelta:
+        return parse_duration(self.max_gap, "source.max_gap")
     # binance: the environment variable holding the API key (historicalTrades needs one for the
     # backfill of stream = "trade"); the key itself is never read from the file.
     api_key_env: str = "BINANCE_API_KEY"
@@ -116,6 +124,7 @@ class QuestDBConfig:
     flush_rows: int = 50_000  # flush when this many rows are buffered
     flush_interval: str = "250ms"  # ... or when the oldest buffered row is this old
     buffer_rows: int = 1_000_000  # while QuestDB is down; beyond it the flow waits
+    dead_letter: str = ""  # rows QuestDB refuses ("" = var/dead_letter.jsonl in the checkout)
 
     @property
     def flush_interval_s(self) -> float:
@@ -426,12 +435,16 @@ def parse(data: Mapping[str, Any], path: Optional[str] = None) -> Config:
         url = getattr(source, k)
         if not re.match(r"^(wss?|https?)://", url):
             raise ConfigError(f"source.{k}: expected a ws(s):// or http(s):// URL, got {url!r}")
+    source.max_gap_td  # noqa: B018 - validates the duration
     if source.until_dt is not None and source.kind != "binance":
         raise ConfigError("source.until: only for kind = 'binance' (a replay ends with its files)")
     questdb = _section(QuestDBConfig, data.get("questdb", {}), "questdb")
     env_conf = os.environ.get("QDB_CLIENT_CONF")
     if env_conf:
         questdb = replace(questdb, conf=env_conf)
+    env_dead = os.environ.get("PAIRSTREAM_DEAD_LETTER")  # e.g. a container's writable volume
+    if env_dead:
+        questdb = replace(questdb, dead_letter=env_dead)
     if not re.match(r"^(http|https|tcp|tcps)::", questdb.conf):
         raise ConfigError(f"questdb.conf: expected 'http::addr=HOST:PORT;', got {questdb.conf!r}")
     _positive("questdb.flush_rows", questdb.flush_rows)
@@ -498,9 +511,15 @@ def load(path: Optional[str | os.PathLike] = None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{chosen}: not valid TOML ({e})") from None
     cfg = parse(data, str(chosen))
-    # Relative replay paths are relative to the config file, like every tool users know.
+    # Relative paths (replay files, dead letters) are relative to the config file, like every
+    # tool users know.
     if cfg.source.paths:
         base = chosen.resolve().parent
         paths = tuple(p if os.path.isabs(p) else str(base / p) for p in cfg.source.paths)
         cfg = replace(cfg, source=replace(cfg.source, paths=paths))
+    dl = cfg.questdb.dead_letter
+    if dl and not os.path.isabs(dl):
+        cfg = replace(
+            cfg, questdb=replace(cfg.questdb, dead_letter=str(chosen.resolve().parent / dl))
+        )
     return cfg

@@ -134,6 +134,23 @@ def _to_bar(symbol: str, tf: str, a: _ExactBar) -> Bar:
     )
 
 
+def _exact(bar: Bar, start: int, size: int) -> _ExactBar:
+    """A built bar back as an exact accumulator (kline fields have at most 8 decimals)."""
+    return [
+        start,
+        start + size,
+        bar.open,
+        bar.high,
+        bar.low,
+        bar.close,
+        to_scaled(bar.volume),
+        to_scaled(bar.quote_volume) * QTY_SCALE,
+        bar.trades,
+        to_scaled(bar.taker_buy_volume),
+        bar.filled,
+    ]  # fmt: skip
+
+
 class _Level:
     """The open bar of one timeframe, fed contiguous bars of the timeframe below it."""
 
@@ -245,6 +262,32 @@ class SymbolBars(_Cascade):
         self.out: list[Out] = []
 
     # -- input ------------------------------------------------------------------------------
+
+    def resume(
+        self, cut: datetime, last_close: Optional[float], history: Sequence[Bar] = ()
+    ) -> None:
+        """Start where a previous run (or the exchange's history) left off, before any tick.
+
+        ``history``: complete bars of the first timeframe above 1s (e.g. 1m klines or stored
+        bars), oldest first, ending at or before ``cut``: emitted and rolled up into the longer
+        timeframes like bars built here, so a longer bar open at ``cut`` continues with the
+        trades. Every second before ``cut`` counts as closed; silent seconds from ``cut`` on are
+        filled with ``last_close``.
+        """
+        if self.buckets or self.closed_until != _NEVER:
+            raise ValueError("resume: the bars of this symbol have already started")
+        cut_s = to_us(cut) // _SEC_US
+        if history:
+            if not self.levels or history[0].tf != self.levels[0].label:
+                raise ValueError(f"resume: history bars must be {self.levels[0].label!r} bars")
+            size = self.levels[0].size
+            for bar in history:
+                start = to_us(bar.ts) // _SEC_US
+                if start + size > cut_s:
+                    raise ValueError("resume: a history bar ends after the cut")
+                self._emit_level(0, _exact(bar, start, size))
+        self.closed_until = cut_s
+        self.last_close = last_close
 
     def add_tick(self, t: Tick) -> None:
         us = (t.ts - EPOCH) // _US
@@ -492,21 +535,7 @@ class Rollup(_Cascade):
             return
         self.next_start = start + self.base
         self.out.append(bar)
-        self._feed(
-            [
-                start,
-                start + self.base,
-                bar.open,
-                bar.high,
-                bar.low,
-                bar.close,
-                to_scaled(bar.volume),
-                to_scaled(bar.quote_volume) * QTY_SCALE,
-                bar.trades,
-                to_scaled(bar.taker_buy_volume),
-                bar.filled,
-            ]  # fmt: skip
-        )
+        self._feed(_exact(bar, start, self.base))
 
     def flush(self) -> None:
         end = self._flush_levels()

@@ -49,7 +49,7 @@ from collections import deque
 from datetime import datetime, timedelta
 from typing import Optional
 
-from pairstream.config import SignalsConfig, tf_seconds
+from pairstream.config import AnalyticsConfig, SignalsConfig, tf_seconds
 from pairstream.funding import FundingBook
 from pairstream.records import Analytics, Funding, Signal
 
@@ -66,13 +66,20 @@ class SignalMachine:
     """
 
     def __init__(
-        self, cfg: SignalsConfig, prices: str = "raw", funding: Optional[FundingBook] = None
+        self,
+        cfg: SignalsConfig,
+        prices: str = "raw",
+        funding: Optional[FundingBook] = None,
+        analytics: Optional[AnalyticsConfig] = None,
     ) -> None:
         if cfg.use not in ("zscore", "z_kf"):
             raise ValueError(f"use must be 'zscore' or 'z_kf', got {cfg.use!r}")
         if prices not in ("raw", "log"):
             raise ValueError(f"prices must be 'raw' or 'log', got {prices!r}")
         self.cfg = cfg
+        # the settings of the analytics whose z drives it: a resumed flow whose settings
+        # changed rebuilds the machine (flows.rebuild)
+        self.analytics = analytics
         self.prices = prices
         self.position = 0
         self.hedge: Optional[float] = None

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import bytewax.operators as op
 import pytest
 
+from connectors import dead_letter
 from connectors.frames import dt_to_ms
 from connectors.questdb_server import QuestDBServer
 from connectors.questdb_sink import QuestDBSink
@@ -202,3 +206,97 @@ def test_every_table_has_the_contract_of_design_md(fresh_tables):
         )
         ddl = http.query(f"SHOW CREATE TABLE {t.name}")[0]["ddl"]
         assert f"DEDUP UPSERT KEYS({','.join(('ts', *t.keys))})" in ddl
+
+
+def _refused_rows(ticks, bad: dict[int, dict]):
+    """``ticks`` with the fields in ``bad`` (index → changes) set to values no column takes."""
+    return [dataclasses.replace(t, **bad[i]) if i in bad else t for i, t in enumerate(ticks)]
+
+
+def _rejected_counts(http) -> list[dict]:
+    http.wait_applied(["feed_health"])
+    return http.query(
+        "SELECT symbol, sum(value) n FROM feed_health WHERE metric = 'rejected_rows' "
+        "GROUP BY symbol"
+    )
+
+
+def test_rows_questdb_refuses_are_dead_lettered_and_counted_the_rest_written(
+    fresh_tables, tmp_path, caplog
+):
+    """Acceptance: a batch with refused rows. QuestDB refuses a STRING for the BOOLEAN column
+    (HTTP 400), the client a price that is no number; the others are written, once."""
+    http = fresh_tables.http
+    ticks = sample_ticks()
+    bad = {5: {"buyer_maker": "maybe"}, 9_999: {"buyer_maker": "no"},
+           24_000: {"buyer_maker": "yes"}, 17_000: {"price": "n/a"}}
+    rows = _refused_rows(ticks, bad)
+    dl = tmp_path / "var" / "dead.jsonl"
+    sink = QuestDBSink(fresh_tables.conf, dead_letter=dl)
+    part = sink.build_part("test", "ticks", None)
+    with caplog.at_level(logging.WARNING, "pairstream.questdb"):
+        for i in range(0, len(rows), 5000):
+            part.write_batch(rows[i : i + 5000])
+        part.close()  # returns: nothing is retried forever
+    good = [t for i, t in enumerate(ticks) if i not in bad]
+    assert (part.rows_written, part.rows_rejected) == (len(good), 4)
+    http.wait_applied(["ticks"])
+    assert read_ticks(http) == as_rows(good)
+    entries = dead_letter.read(dl)
+    assert sorted(e["row"]["trade_id"] for e in entries) == sorted(
+        ticks[i].trade_id for i in bad
+    )
+    by_id = {e["row"]["trade_id"]: e for e in entries}
+    assert by_id[ticks[5].trade_id]["row"]["buyer_maker"] == "maybe"
+    assert {e["table"] for e in entries} == {"ticks"}
+    assert by_id[ticks[5].trade_id]["reason"] == (
+        "table: ticks, column: buyer_maker; cast error from protocol type: STRING to column "
+        "type: BOOLEAN"
+    )
+    assert by_id[ticks[17_000].trade_id]["reason"].startswith("client: could not convert")
+    assert _rejected_counts(http) == [{"symbol": "ticks", "n": 4.0}]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [  # one line per flush that had refused rows (here: one flush)
+        f"questdb: table ticks: QuestDB refused 4 of 24356 rows (table: ticks, column: "
+        f"buyer_maker; cast error from protocol type: STRING to column type: BOOLEAN); not "
+        f"retried, written to {dl} (feed_health metric rejected_rows)"
+    ]
+
+
+def test_a_batch_of_only_refused_rows_is_dead_lettered_whole(fresh_tables, tmp_path):
+    """Every row refused (e.g. a column altered under the flow): halving keeps the requests
+    linear in the rows, and the partition carries on with the next batch."""
+    http = fresh_tables.http
+    ticks = sample_ticks()[:2_000]
+    dl = tmp_path / "dead.jsonl"
+    part = QuestDBSink(fresh_tables.conf, dead_letter=dl).build_part("test", "ticks", None)
+    part.write_batch([dataclasses.replace(t, buyer_maker="?") for t in ticks[:1_500]])
+    part.snapshot()
+    part.write_batch(ticks[1_500:])
+    part.close()
+    assert (part.rows_written, part.rows_rejected) == (500, 1_500)
+    assert len(dead_letter.read(dl)) == 1_500
+    http.wait_applied(["ticks"])
+    assert read_ticks(http) == as_rows(ticks[1_500:])
+    assert _rejected_counts(http) == [{"symbol": "ticks", "n": 1_500.0}]
+
+
+def test_a_dataflow_with_refused_rows_finishes(fresh_tables, tmp_path):
+    """Through Bytewax (to_questdb): the run ends, the good rows are in QuestDB."""
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSource, run_main
+
+    from connectors.questdb_sink import to_questdb
+
+    ticks = sample_ticks()[:3_000]
+    rows = _refused_rows(ticks, {10: {"buyer_maker": "x"}, 2_000: {"buyer_maker": "y"}})
+    dl = tmp_path / "dead.jsonl"
+    flow = Dataflow("refused")
+    to_questdb("out", op.input("in", flow, TestingSource(rows, 500)),
+               QuestDBSink(fresh_tables.conf, dead_letter=dl))
+    run_main(flow)
+    fresh_tables.http.wait_applied(["ticks"])
+    assert read_ticks(fresh_tables.http) == as_rows(ticks[:10] + ticks[11:2_000] + ticks[2_001:])
+    assert [e["row"]["trade_id"] for e in dead_letter.read(dl)] == [
+        ticks[10].trade_id, ticks[2_000].trade_id
+    ]

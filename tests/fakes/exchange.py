@@ -2,11 +2,15 @@
 
 It speaks the real protocol: a WebSocket at ``/market/stream?streams=btcusdt@aggTrade/...``
 sending combined-stream frames ``{"stream": ..., "data": {...}}`` and HTTP
-``GET /fapi/v1/aggTrades`` / ``GET /fapi/v1/historicalTrades`` (needs an ``X-MBX-APIKEY`` header,
-at most 500 rows) answering from the same tape with Binance's JSON shapes, and
-``GET /fapi/v1/exchangeInfo`` (a real, trimmed response: ``tests/fakes/data/``). ``trade``
-events are the recorded frames byte for byte; ``aggTrade`` events are built from them (see
-:func:`tests.fakes.tape.aggregate`).
+``GET /fapi/v1/aggTrades`` (``fromId``, or ``startTime``/``endTime``) /
+``GET /fapi/v1/historicalTrades`` (needs an ``X-MBX-APIKEY`` header, at most 500 rows)
+answering from the same tape with Binance's JSON shapes, and ``GET /fapi/v1/exchangeInfo`` (a
+real, trimmed response: ``tests/fakes/data/``). ``GET /fapi/v1/time`` answers the tape's clock
+(the event time of the newest trade that has happened) and ``GET /fapi/v1/klines`` the official
+1m klines of ``data/sample/`` (which equal the tape's bars for its complete minutes) up to that
+clock. Only closed klines are served: the exchange's still-open kline is not modelled.
+``trade`` events are the recorded frames byte for byte; ``aggTrade`` events are built from
+them (see :func:`tests.fakes.tape.aggregate`).
 
 A tape *cursor* says how many recorded trades have "happened". REST only answers trades behind
 the cursor. After a disconnect the live stream resumes at the cursor (nothing missed is resent:
@@ -54,13 +58,21 @@ import orjson
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from tests.fakes.tape import AggTrade, Frame, aggregate_positions, load_frames
+from tests.fakes.tape import (
+    SYMBOLS_A,
+    AggTrade,
+    Frame,
+    aggregate_positions,
+    load_frames,
+    load_klines,
+)
 
 EXCHANGE_INFO = Path(__file__).with_name("data") / "futures-um-exchangeInfo-2021-07-21.trimmed.json"
 # Binance USD-M futures REST weights (stated here independently of the client's table).
 FIXED_WEIGHTS = {"/fapi/v1/aggTrades": 20, "/fapi/v1/historicalTrades": 20,
                  "/fapi/v1/exchangeInfo": 1}
-MAX_LIMIT = {"/fapi/v1/aggTrades": 1000, "/fapi/v1/historicalTrades": 500}
+MAX_LIMIT = {"/fapi/v1/aggTrades": 1000, "/fapi/v1/historicalTrades": 500,
+             "/fapi/v1/klines": 1500}
 
 
 def weight_of(path: str, query: dict[str, list[str]]) -> int:
@@ -101,6 +113,7 @@ class Stats:
     stalls: int = 0
     refused: int = 0
     rest: list[tuple[str, int]] = field(default_factory=list)  # (request path+query, status)
+    klines: int = 0  # kline rows served
     weight: dict[int, int] = field(default_factory=dict)  # fake minute -> weight used in it
     marks: list[tuple[str, int]] = field(default_factory=list)  # (symbol, E ms) of updates sent
 
@@ -152,9 +165,11 @@ class FakeBinance:
         manual: bool = False,
         faults: Optional[Faults] = None,
         seed: int = 0,
+        klines: Optional[dict[str, list[list[Any]]]] = None,
         exchange_info: Optional[dict] = None,
     ):
         self.frames = frames if frames is not None else load_frames()
+        self.klines = klines if klines is not None else {s: load_klines(s) for s in SYMBOLS_A}
         self.speed = speed
         self.manual = manual
         self.faults = faults or Faults()
@@ -162,6 +177,7 @@ class FakeBinance:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.cursor = 0  # trades [0, cursor) have happened
+        self.served: set[tuple[str, int]] = set()  # (symbol, aggTrade id) sent by WS or REST
         aggs = aggregate_positions(self.frames)
         self._agg_at: dict[int, list[AggTrade]] = {}
         for pos, g in aggs:
@@ -254,6 +270,12 @@ class FakeBinance:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._kick_all, abnormal)
 
+    def now_ms(self) -> int:
+        """The exchange clock: event time of the newest trade that has happened."""
+        with self._lock:
+            i = self.cursor
+        return self.frames[i - 1].trade.E if i else self.frames[0].trade.T - 1
+
     @property
     def n_clients(self) -> int:
         return sum(1 for c in self._clients if not c.gone)
@@ -335,8 +357,11 @@ class FakeBinance:
             while not any(not c.gone for c in self._clients):
                 await self._wait()
         t0 = self._clock0 = time.monotonic()
+        with self._lock:  # the clock starts at the cursor (a test may have advanced it)
+            i0 = min(self.cursor, len(self.frames) - 1)
+        r0 = self.frames[i0].recv_ns if self.frames else 0
+        self._e0 = self.frames[i0].trade.E if self.frames else 0
         self._clock_started.set()
-        r0 = self.frames[0].recv_ns if self.frames else 0
         while True:
             with self._lock:
                 i = self.cursor
@@ -375,7 +400,7 @@ class FakeBinance:
             return
         await self._clock_started.wait()
         assert self._clock0 is not None
-        e0 = self.frames[0].trade.E  # the recorded clock: trades are paced by it
+        e0 = self._e0  # the recorded clock: trades are paced by it
         sec = -(-e0 // 1000) * 1000
         while True:
             due = self._clock0 + (sec - e0) / 1000 / self.speed
@@ -422,6 +447,7 @@ class FakeBinance:
                 out.append(f.raw.decode())
             if (sym, "aggTrade") in c.subs:
                 for g in self._agg_at.get(i, ()):
+                    self.served.add((g.symbol, g.a))
                     out.append(orjson.dumps(
                         {"stream": f"{sym.lower()}@aggTrade", "data": g.event()}).decode())
             try:
@@ -489,23 +515,37 @@ class FakeBinance:
         if path == "/fapi/v1/exchangeInfo":
             return 200, self.exchange_info, {}
         sym = (query.get("symbol") or [""])[0]
+        if path == "/fapi/v1/time":
+            return 200, {"serverTime": self.now_ms()}, {}
         try:
             limit = int((query.get("limit") or ["500"])[0])
             from_id = query.get("fromId")
             fid = int(from_id[0]) if from_id else None
+            start = int(query["startTime"][0]) if "startTime" in query else None
+            end = int(query["endTime"][0]) if "endTime" in query else None
         except ValueError:
             return 400, {"code": -1100, "msg": "Illegal characters in parameter."}, {}
         if path in MAX_LIMIT and not 1 <= limit <= MAX_LIMIT[path]:
             return 400, {"code": -1130, "msg": "Invalid data sent for a parameter."}, {}
         with self._lock:
             cursor = self.cursor
+        if path == "/fapi/v1/klines":
+            return self._klines(sym, (query.get("interval") or [""])[0], start, end, limit)
         if path == "/fapi/v1/aggTrades":
             if sym not in self._aggs:
                 return 400, {"code": -1121, "msg": "Invalid symbol."}, {}
             ids, rows = self._aggs[sym]
             happened = bisect.bisect_left([p for p, _ in rows], cursor)
-            lo = bisect.bisect_left(ids, fid) if fid is not None else max(0, happened - limit)
-            return 200, [g.rest_row() for _, g in rows[lo:min(happened, lo + limit)]], {}
+            if start is not None:  # by time: from the first trade at or after startTime
+                if end is None or not 0 <= end - start < 3_600_000 or fid is not None:
+                    return 400, {"code": -1127, "msg": "More than 1 hours between startTime "
+                                 "and endTime."}, {}  # fmt: skip
+                sel = [g for _, g in rows[:happened] if start <= g.T <= end][:limit]
+            else:
+                lo = bisect.bisect_left(ids, fid) if fid is not None else max(0, happened - limit)
+                sel = [g for _, g in rows[lo:min(happened, lo + limit)]]
+            self.served.update((g.symbol, g.a) for g in sel)
+            return 200, [g.rest_row() for g in sel], {}
         if path == "/fapi/v1/historicalTrades":
             if not headers.get("x-mbx-apikey"):
                 return 401, {"code": -2014, "msg": "API-key format invalid."}, {}
@@ -517,6 +557,21 @@ class FakeBinance:
             hi = min(happened, lo + limit)
             return 200, [self.frames[p].trade.rest_row() for p in pos[lo:hi]], {}
         return 404, {"code": -1, "msg": "not found"}, {}
+
+    def _klines(
+        self, sym: str, interval: str, start: Optional[int], end: Optional[int], limit: int
+    ) -> tuple[int, Any, dict]:
+        if sym not in self.klines:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}, {}
+        if interval != "1m":
+            return 400, {"code": -1120, "msg": "Invalid interval."}, {}
+        now = self.now_ms()
+        rows = [r for r in self.klines[sym]
+                if r[6] < now and (start is None or r[0] >= start)
+                and (end is None or r[0] <= end)]  # fmt: skip
+        rows = rows[:limit] if start is not None else rows[-limit:]
+        self.stats.klines += len(rows)
+        return 200, rows, {}
 
 
 def listing(info: dict, symbols: set[str]) -> dict:

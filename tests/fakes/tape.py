@@ -105,6 +105,18 @@ def load_frames(path: Path | None = None) -> list[Frame]:
     return out
 
 
+def klines_csv_path(symbol: str) -> Path:
+    return data_file(f"futures-um-klines-1m-{symbol}-2024-07-18T23-50_2024-07-19T00-09.csv")
+
+
+def load_klines(symbol: str, path: Path | None = None) -> list[list]:
+    """Official 1m klines around window A as REST rows (times and count as ints, the rest
+    verbatim strings), oldest first."""
+    with open(path or klines_csv_path(symbol), newline="") as fh:
+        rows = list(csv.reader(fh))[1:]
+    return [[int(r[0]), *r[1:6], int(r[6]), r[7], int(r[8]), *r[9:12]] for r in rows]
+
+
 def load_csv(symbol: str, path: Path | None = None) -> list[RawTrade]:
     """The derived trades CSV (``id,price,qty,time,is_buyer_maker,event_time,recv_ts_ns``)."""
     with open(path or trades_csv_path(symbol), newline="") as fh:

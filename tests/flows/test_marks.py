@@ -52,7 +52,7 @@ adf_window = 10
 def _wall_at(fake: FakeBinance, e_ms: float) -> float:
     """Monotonic time at which the fake's exchange clock reads ``e_ms``."""
     assert fake._clock0 is not None
-    return fake._clock0 + (e_ms - fake.frames[0].trade.E) / 1000 / SPEED
+    return fake._clock0 + (e_ms - fake._e0) / 1000 / SPEED
 
 
 def test_last_bar_closes_on_marks_and_marks_are_stored(questdb, tmp_path):

@@ -93,6 +93,14 @@ def test_unreadable_files_are_one_line(tmp_path: Path):
         load(bad)
 
 
+def test_dead_letter_path_is_relative_to_the_config_file(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("PAIRSTREAM_DEAD_LETTER", raising=False)
+    (tmp_path / "c.toml").write_text('[questdb]\ndead_letter = "var/refused.jsonl"\n')
+    assert load(tmp_path / "c.toml").questdb.dead_letter == str(tmp_path / "var/refused.jsonl")
+    monkeypatch.setenv("PAIRSTREAM_DEAD_LETTER", "/data/dl.jsonl")
+    assert load(tmp_path / "c.toml").questdb.dead_letter == "/data/dl.jsonl"
+
+
 @pytest.mark.parametrize(
     "grafana, message",
     [
