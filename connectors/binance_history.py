@@ -20,11 +20,10 @@ from pairstream.records import Bar
 log = logging.getLogger("pairstream.start")
 
 KLINES_MAX = 1500  # rows per klines request (Binance's maximum)
-MAX_TRIES = 5
 
 
 class HistoryError(RuntimeError):
-    """The exchange did not answer a history request (one line)."""
+    """The exchange refused a history request (one line)."""
 
 
 def klines_weight(limit: int) -> int:
@@ -49,9 +48,10 @@ class BinanceHistory:
         self.rest = rest if rest is not None else BinanceRest(rest_url)
 
     def get(self, path: str, params: dict[str, Any], weight: int) -> Any:
-        """One GET (budgeted, throttling honoured); a failure is one :class:`HistoryError`."""
+        """One GET (budgeted, throttling honoured; an unreachable exchange is retried with
+        backoff and logged until it answers); a 4xx answer is one :class:`HistoryError`."""
         try:
-            return self.rest.get_blocking(path, params, weight=weight, attempts=MAX_TRIES)
+            return self.rest.get_blocking(path, params, weight=weight)
         except (RestError, OSError, ValueError) as e:
             raise HistoryError(f"binance {path} failed ({e})") from None
 

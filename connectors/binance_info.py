@@ -49,10 +49,16 @@ def check_symbols(info: Any, symbols: Iterable[str]) -> None:
 
 
 def verify_symbols(rest_url: str, symbols: Iterable[str], *,
-                   budget: Optional[RestBudget] = None, attempts: int = 3,
-                   timeout: float = 5.0) -> None:
-    """Fetch exchangeInfo (weight 1, ``attempts`` tries) and :func:`check_symbols`."""
-    rest = BinanceRest(rest_url, budget=budget, timeout=timeout, retry_base=0.5, retry_cap=2.0)
+                   budget: Optional[RestBudget] = None, attempts: Optional[int] = None,
+                   timeout: float = 5.0, retry_base: float = 0.5) -> None:
+    """Fetch exchangeInfo (weight 1) and :func:`check_symbols`.
+
+    An unreachable exchange (connection error, timeout, 5xx) is retried with backoff and logged,
+    forever by default: a flow restarted during an outage waits for Binance instead of exiting.
+    A 4xx answer (or ``attempts`` failures) is one :class:`SymbolError` line.
+    """
+    rest = BinanceRest(rest_url, budget=budget, timeout=timeout, retry_base=retry_base,
+                       retry_cap=30.0)
     try:
         info = rest.get_blocking(INFO_PATH, {}, attempts=attempts)
     except (RestError, OSError, ValueError) as e:

@@ -105,3 +105,44 @@ def test_pairstream_run_checks_the_symbols_before_starting_questdb(tmp_path, mon
     assert len(err) == 1 and err[0].startswith(
         "pairstream: error: symbols: ETHUSDZ: not listed on Binance USD-M futures (closest: "
         "ETHUSDT")
+
+
+def test_an_unreachable_exchange_is_retried_with_backoff_until_it_answers(caplog):
+    """Connection errors and 5xx at start-up are waited out (logged), not fatal: a flow restarted
+    during a Binance outage starts once the exchange is back."""
+    import http.server
+    import threading
+
+    from connectors.binance_info import verify_symbols
+
+    answers = [503, 503, 502]  # then the real exchangeInfo
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = EXCHANGE_INFO.read_bytes()
+            status = answers.pop(0) if answers else 200
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body) if status == 200 else 0))
+            self.end_headers()
+            if status == 200:
+                self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with caplog.at_level("WARNING", logger="pairstream.binance"):
+            verify_symbols(f"http://127.0.0.1:{server.server_address[1]}", ["BTCUSDT"],
+                           retry_base=0.01)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not answers  # every failure was retried
+    retries = [r.getMessage() for r in caplog.records if "exchangeInfo failed" in r.getMessage()]
+    assert len(retries) == 3 and all("retry" in m for m in retries)
+    with pytest.raises(SymbolError):  # a definite answer still stops start-up
+        verify_symbols(f"http://127.0.0.1:{refused_port()}", ["BTCUSDT"], attempts=2,
+                       retry_base=0.01)
