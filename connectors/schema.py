@@ -32,6 +32,9 @@ class Table:
     record: type
     columns: tuple[tuple[str, str], ...]  # (column, QuestDB type), ``ts`` excluded
     keys: tuple[str, ...]  # identity columns besides ``ts``
+    # identity columns added by a later version, with the value every older row has (SQL literal):
+    # the start-up check fills them in before it extends the DEDUP key (schema_check)
+    key_backfill: tuple[tuple[str, str], ...] = ()
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -122,6 +125,7 @@ PAIR_ANALYTICS = Table(
         ("preset", _S),
     ),
     ("pair", "tf", "preset"),
+    (("preset", "'default'"),),  # rows written before presets are the base window set
 )
 SIGNALS = Table(
     "signals",
@@ -144,6 +148,7 @@ SIGNALS = Table(
         ("preset", _S),
     ),
     ("pair", "tf", "preset"),
+    (("preset", "'default'"),),  # rows written before presets are the base window set
 )
 ALERTS = Table(
     "alerts",

@@ -10,9 +10,11 @@ So at start each table either
   ``ALTER TABLE t DEDUP ENABLE UPSERT KEYS(...)`` (DEDUP is metadata: existing rows stay as
   they are, new writes become idempotent); a column the schema added later that is not part of
   the identity → ``ALTER TABLE t ADD COLUMN c TYPE`` (old rows read NULL there, as they would
-  if ILP had added the column),
+  if ILP had added the column); an identity column a later version added with a value every
+  older row has (``Table.key_backfill``: ``preset = 'default'`` in pair_analytics and signals
+  of the version before presets) → ADD COLUMN, ``UPDATE t SET c = value``, then the DEDUP key,
 * or stops start-up with one line naming the table, the column and the fix: not WAL, another
-  designated timestamp or partitioning, a column of another type, or a missing identity
+  designated timestamp or partitioning, a column of another type, or any other missing identity
   column (old rows would hold NULL in a DEDUP key and never match the new rows of the same
   instant, so filling it is the user's decision).
 
@@ -70,6 +72,11 @@ def _mismatch(http: QuestDBHttp, t: Table, meta: dict) -> tuple[list[str], str]:
     for c, typ in (("ts", "TIMESTAMP"), *t.columns):
         have = cols.get(c)
         if have is None:
+            fill = dict(t.key_backfill).get(c)
+            if fill is not None:  # a key a later version added: every older row has ``fill``
+                fixes += [f"ALTER TABLE {t.name} ADD COLUMN {c} {typ}",
+                          f"UPDATE {t.name} SET {c} = {fill}"]
+                continue
             if c in t.keys:
                 return [], (
                     f"table {t.name}: column {c} ({typ}, part of the DEDUP key) is missing; "

@@ -159,3 +159,33 @@ def test_flow_with_a_wrong_ticks_column_fails_within_seconds_with_one_line(empty
     assert empty.http.query("SELECT count() n FROM ticks") == [{"n": 0}]
     # ~2 s here (interpreter and imports); the bound only says "no hang", even under load
     assert took < 60, took
+
+
+def test_tables_of_the_version_before_presets_are_upgraded_in_place(empty, caplog):
+    """pair_analytics/signals written before presets existed are the base set: their rows get
+    preset = 'default' and the DEDUP key grows, so a re-written bar still upserts them."""
+    from connectors.schema import PAIR_ANALYTICS
+
+    old = [(c, t) for c, t in PAIR_ANALYTICS.columns if c != "preset"]
+    create(empty.http, "pair_analytics", ", ".join(["ts TIMESTAMP", *(f"{c} {t}" for c, t in old)]),
+           "timestamp(ts) PARTITION BY DAY WAL DEDUP UPSERT KEYS(ts, pair, tf)")
+    empty.http.exec("INSERT INTO pair_analytics (ts, pair, tf, y, x, warm) VALUES "
+                    "('2024-07-01T00:00:00.000000Z', 'BTCUSDT/ETHUSDT', '1m', 1.5, 2.5, false)")
+    empty.http.wait_applied(["pair_analytics"])
+    with caplog.at_level(logging.WARNING, logger="pairstream"):
+        ensure_tables(empty.conf)
+    assert any("UPDATE pair_analytics SET preset = 'default'" in r.getMessage()
+               for r in caplog.records)
+    meta, cols = catalogue(empty.http, "pair_analytics")
+    assert meta["dedup"] and {c for c, r in cols.items() if r["upsertKey"]} == {
+        "ts", "pair", "tf", "preset"}
+    assert empty.http.query("SELECT pair, tf, preset, y FROM pair_analytics") == [
+        {"pair": "BTCUSDT/ETHUSDT", "tf": "1m", "preset": "default", "y": 1.5}]
+    ensure_tables(empty.conf)  # now it matches: nothing more to fix
+    # the old row is upserted by the same bar written again, not duplicated
+    empty.http.exec("INSERT INTO pair_analytics (ts, pair, tf, preset, y, x, warm) VALUES "
+                    "('2024-07-01T00:00:00.000000Z', 'BTCUSDT/ETHUSDT', '1m', 'default', 9.5, "
+                    "2.5, false)")
+    empty.http.wait_applied(["pair_analytics"])
+    assert empty.http.query("SELECT preset, y FROM pair_analytics") == [
+        {"preset": "default", "y": 9.5}]
