@@ -62,6 +62,18 @@ def ensure_tables(conf: str, tables: Iterable[Table] = TABLES) -> None:
     check_tables(QuestDBHttp.from_conf(conf), tables)
 
 
+def write_table(conf: str, table: Table, rows: Iterable[Any]) -> None:
+    """Write ``rows`` of one table once, through the flow's own sink partition (commands such as
+    ``backtest`` and ``scan``); a failure is one QuestDBError line naming the table."""
+    ensure_tables(conf, [table])
+    part = QuestDBSink(conf).build_part(table.name, table.name, None)
+    try:
+        part.write_batch(list(rows))
+        part.close()
+    except (ClientError, QuestDBError, OSError) as e:
+        raise QuestDBError(f"writing table {table.name}: {' '.join(str(e).split())}") from None
+
+
 def drop_tables(http: QuestDBHttp, tables: Iterable[Table] = TABLES) -> None:
     """Drop the tables if they exist: tests and benchmarks that start from empty tables."""
     for t in tables:

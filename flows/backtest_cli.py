@@ -238,18 +238,13 @@ def table(results: Sequence[BacktestResult], keys: Sequence[str], funding: bool 
 
 def store(conf: str, results: Sequence[BacktestResult]) -> None:
     """Write the rows through the flow's own QuestDB sink partition (official client, HTTP)."""
-    from questdb import QuestDBError as ClientError
-
-    from connectors.questdb_sink import QuestDBSink, ensure_tables
+    from connectors.questdb_sink import write_table
     from connectors.schema import BACKTESTS
 
-    ensure_tables(conf, [BACKTESTS])
-    part = QuestDBSink(conf).build_part("backtest", BACKTESTS.name, None)
     try:
-        part.write_batch(list(results))
-        part.close()
-    except (ClientError, QuestDBError, OSError) as e:
-        raise BacktestError(f"writing table {BACKTESTS.name}: {' '.join(str(e).split())}") from None
+        write_table(conf, BACKTESTS, results)
+    except QuestDBError as e:
+        raise BacktestError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -124,18 +124,13 @@ def table(rows: Sequence[PairScan], top: int) -> str:
 
 def store(conf: str, rows: Sequence[PairScan]) -> None:
     """Write the rows through the flow's own QuestDB sink partition (official client, HTTP)."""
-    from questdb import QuestDBError as ClientError
-
-    from connectors.questdb_sink import QuestDBSink, ensure_tables
+    from connectors.questdb_sink import write_table
     from connectors.schema import PAIR_SCAN
 
-    ensure_tables(conf, [PAIR_SCAN])
-    part = QuestDBSink(conf).build_part("scan", PAIR_SCAN.name, None)
     try:
-        part.write_batch(list(rows))
-        part.close()
-    except (ClientError, QuestDBError, OSError) as e:
-        raise ScanError(f"writing table {PAIR_SCAN.name}: {' '.join(str(e).split())}") from None
+        write_table(conf, PAIR_SCAN, rows)
+    except QuestDBError as e:
+        raise ScanError(str(e)) from None
 
 
 class Progress:
