@@ -37,6 +37,7 @@ from grafana_client.client import (
     GrafanaUnauthorizedError,
 )
 
+from connectors.grafana_errors import GrafanaError
 from pairstream.config import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,10 +51,6 @@ ROUTE_MATCHER = ["team", "=", "pairstream"]  # the label every pairstream rule c
 _EXACT = frozenset({"labels", "annotations", "object_matchers"})  # compared whole, not as subset
 
 Credential = Union[str, tuple[str, str]]
-
-
-class GrafanaError(RuntimeError):
-    """A problem the user can fix; ``str(err)`` is one line ending with the fix."""
 
 
 # ---- connecting ------------------------------------------------------------------------------

@@ -90,6 +90,11 @@ def check_reachable(conf: str) -> None:
         )
 
 
+# The oldest-row time that makes a flush due at once, whatever the interval (a drain): not 0,
+# as the monotonic clock may be younger than an hour-long interval.
+_DUE_NOW = float("-inf")
+
+
 class _Unwritten(Exception):
     """A retryable failure part-way through a flush: ``rows`` are still to be written."""
 
@@ -119,7 +124,7 @@ class _TablePartition(StatefulSinkPartition[Any, None]):
         self._dead_letter = dead_letter_path
         self._pending: deque = deque()  # records and TickBatches, in arrival order
         self._pending_rows = 0  # rows in _pending (a TickBatch counts its ticks)
-        self._oldest = 0.0  # monotonic time the oldest pending row arrived
+        self._oldest = 0.0  # monotonic time the oldest pending row arrived, or _DUE_NOW
         self._cond = threading.Condition()
         self._flushing = 0  # rows taken by the writer thread and not yet confirmed
         self._closing = False
@@ -184,7 +189,7 @@ class _TablePartition(StatefulSinkPartition[Any, None]):
         """Take no more rows, write the held ones until ``deadline``; rows left unwritten."""
         with self._cond:
             self._stopping = True
-            self._oldest = 0.0  # due now
+            self._oldest = _DUE_NOW
             self._cond.notify_all()
             while (self._pending or self._flushing) and self._error is None:
                 left = deadline - time.monotonic()
@@ -198,7 +203,7 @@ class _TablePartition(StatefulSinkPartition[Any, None]):
     def _drain(self) -> None:
         """Wait until every row handed to this partition is in QuestDB (or dead-lettered)."""
         with self._cond:
-            self._oldest = 0.0  # due now
+            self._oldest = _DUE_NOW
             self._cond.notify_all()
             while (self._pending or self._flushing) and self._error is None:
                 self._cond.wait(0.5)
@@ -231,7 +236,7 @@ class _TablePartition(StatefulSinkPartition[Any, None]):
             batch, rows = _take(self._pending, 50_000)
             self._pending_rows -= rows
             self._flushing = rows
-            if self._pending:
+            if self._pending and self._oldest != _DUE_NOW:  # a drain takes them all
                 self._oldest = time.monotonic()
             return batch, rows
 

@@ -217,32 +217,38 @@ def read_klines(path: str, symbol: str) -> list[Bar]:
 def _frame_blocks(path: str, skip: int, size: int) -> Iterator[bytes]:
     """Runs of whole lines (about ``size`` bytes each) of a frame file, after ``skip`` lines.
 
-    Every block ends with a newline, but the file's last line may lack one.
+    Every block ends with a newline, but the file's last line may lack one. Each block is
+    one copy of what was read (the previous read's tail joined to this read's whole lines).
     """
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as fh:
         for _ in islice(fh, skip):
             pass
         rest = b""
-        while block := fh.read(size):
-            block = rest + block
-            cut = block.rfind(b"\n") + 1
-            if cut:
-                rest = block[cut:]
-                yield block[:cut]
+        while chunk := fh.read(size):
+            cut = chunk.rfind(b"\n") + 1
+            if not cut:
+                rest += chunk  # a line longer than the block: read on
+                continue
+            if rest or cut < len(chunk):
+                yield b"".join((rest, memoryview(chunk)[:cut]))  # the one copy
             else:
-                rest = block  # a line longer than the block: read on
+                yield chunk
+            rest = chunk[cut:]
         if rest:
             yield rest
 
 
-def _read_ahead(blocks: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
-    """``blocks``, produced by a helper thread up to ``depth`` blocks ahead.
+def _read_ahead(
+    blocks: Iterator[bytes], depth: int = 2, work: Callable[[bytes], Any] = lambda b: b
+) -> Iterator[Any]:
+    """``work(block)`` for each of ``blocks``, produced by a helper thread up to ``depth`` ahead.
 
     Inflating a gzip frame file (zlib, and its CRC) is ~10% of a full-speed replay's worker
     time, and zlib releases the GIL while it works: done ahead in a thread, it overlaps with
-    the parsing and the bars instead of adding to them. Same blocks, same order; an error in
-    the reader is raised here, at the block where it happened.
+    the parsing and the bars instead of adding to them. So does ``work`` where it releases the
+    GIL too (the compiled block parser does). Same blocks, same order; an error in the reader
+    is raised here, at the block where it happened.
     """
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -260,7 +266,7 @@ def _read_ahead(blocks: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
     def produce() -> None:
         try:
             for block in blocks:
-                if not put(block):
+                if not put(work(block)):
                     return
             put(done)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
@@ -278,14 +284,21 @@ def _read_ahead(blocks: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
         stop.set()
 
 
+def _parsed(block: bytes) -> tuple[bytes, Optional[TradeColumns]]:
+    """A block and its columns grouped by symbol (None: the block goes line by line)."""
+    return block, trade_columns(block, by_symbol=True)
+
+
 def _batches(cols: TradeColumns, wanted: frozenset[str], shift_us: int) -> list[TickBatch]:
-    """Columns of raw trades (ids: a = f = l) → one TickBatch per wanted symbol, in line order."""
+    """Columns of raw trades grouped by symbol (ids: a = f = l) → one TickBatch per wanted
+    symbol, in line order: each symbol's rows are one run, so its columns are slices."""
+    assert cols.starts is not None  # trade_columns(..., by_symbol=True)
     ts_us = cols.ms * 1000 + shift_us
     out = []
     for code, name in enumerate(cols.symbols):
         if name not in wanted:
             continue
-        sel: Any = slice(None) if len(cols.symbols) == 1 else cols.symbol_code == code
+        sel = slice(int(cols.starts[code]), int(cols.starts[code + 1]))
         ids = cols.trade_id[sel]
         out.append(
             TickBatch(name, ts_us[sel], cols.price[sel], cols.qty[sel], ids, ids, ids,
@@ -341,7 +354,7 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
         self.malformed = 0
         # Unpaced frame files go in bulk: a block of lines → TickBatches (same ticks, same order)
         self._bulk = not speed and bool(files) and all(f.kind == "frames" for f in files)
-        self._blocks: Optional[Iterator[bytes]] = None
+        self._blocks: Optional[Iterator[tuple[bytes, Optional[TradeColumns]]]] = None
         self._block_bytes = block_bytes
         self._shift_us = shift // timedelta(microseconds=1)
 
@@ -377,17 +390,18 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
         """The next block of a frame file as TickBatches (per line only if the block is odd)."""
         while self._file_idx < len(self._files):
             if self._blocks is None:
-                self._blocks = _read_ahead(
-                    _frame_blocks(self._files[self._file_idx].path, self._line, self._block_bytes)
-                )
-            block = next(self._blocks, None)
-            if block is None:
+                blocks = _frame_blocks(
+                    self._files[self._file_idx].path, self._line, self._block_bytes
+                )  # inflated in one helper thread, parsed in a second: a pipeline
+                self._blocks = _read_ahead(_read_ahead(blocks), work=_parsed)
+            nxt = next(self._blocks, None)
+            if nxt is None:
                 self._file_idx += 1
                 self._line = 0
                 self._blocks = None
                 continue
+            block, cols = nxt
             first = self._line + 1
-            cols = trade_columns(block)
             if cols is not None:
                 self._line += len(cols.ms)
                 out: list[Any] = _batches(cols, self._wanted, self._shift_us)

@@ -16,7 +16,7 @@ from typing import NoReturn, Optional, TypeVar
 from connectors.binance_info import SymbolError, verify_symbols
 from connectors.export import ExportError
 from connectors.funding_files import FundingFileError
-from connectors.grafana import GrafanaError
+from connectors.grafana_errors import GrafanaError
 from connectors.questdb_http import QuestDBError
 from connectors.questdb_server import LauncherError
 from connectors.replay import ReplayError

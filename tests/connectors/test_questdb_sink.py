@@ -138,6 +138,27 @@ def test_flushes_on_timer_when_the_stream_is_quiet(fresh_tables):
         part.close()
 
 
+def test_close_writes_a_buffer_of_many_flushes_without_waiting_for_the_timer(fresh_tables):
+    """The writer takes 50,000 rows per flush; a drain must take the rest at once, not one
+    flush per timer period (with an hour's timer it used to hang for hours)."""
+    import threading
+
+    http = fresh_tables.http
+    batches = sample_batches()
+    copies = 3  # 73,068 rows handed over: two flushes; DEDUP keeps one copy of each tick
+    part = QuestDBSink(fresh_tables.conf, flush_rows=10**9, flush_interval=3600.0).build_part(
+        "t", "ticks", None
+    )
+    part.write_batch(batches * copies)
+    closer = threading.Thread(target=part.close, daemon=True)
+    closer.start()
+    closer.join(120)  # a liveness bound, not a timing: the fixed drain needs ~1 s
+    assert not closer.is_alive(), "close() waited for the flush timer"
+    assert part.rows_written == copies * sum(map(len, batches))
+    http.wait_applied(["ticks"])
+    assert read_ticks(http) == as_rows(expand_ticks(batches))
+
+
 def test_questdb_restart_mid_stream_loses_and_duplicates_nothing(tmp_path: Path):
     """SIGTERM QuestDB after a third of the stream, keep writing, start it again: all rows once."""
     srv = QuestDBServer(root=tmp_path / "qdb").start()
