@@ -5,13 +5,22 @@ length, to about 1M ticks; then timed through the pure accumulator (:class:`Symb
 through the ``bars`` operator in a one-worker Bytewax dataflow (``run_main``); and as
 TickBatches through ``SymbolBars.add_batch`` (the columnar path of a full-speed replay).
 
-    .venv/bin/python -m bench.bench_bars [--ticks 1000000] [--batch 1000]
+``--baseline REV`` instead times ``add_batch`` over the replay's own TickBatches of the
+``bench.replay`` tape (2 MiB frame blocks, 1,022,952 ticks), with this tree's
+``pairstream/ohlcv.py`` and the one at git revision REV, alternating in one process (the box is
+shared: only the ratio means something), and checks both give the same records.
+
+    .venv/bin/python -m bench.bench_bars [--ticks 1000000] [--batch 1000] [--baseline main]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import replace
 from datetime import timedelta
@@ -21,7 +30,10 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
+from bench.common import ROOT, write_frame_file
 from connectors.frames import csv_trade_to_tick
+from connectors.replay import _batches, _frame_blocks
+from connectors.trade_block import trade_columns
 from flows.bars import bars
 from pairstream.ohlcv import SymbolBars
 from pairstream.records import Tick, TickBatch
@@ -91,6 +103,62 @@ def bench_operator(ticks: list[Tick], batch: int) -> tuple[float, int]:
     return time.perf_counter() - t0, len(got)
 
 
+def replay_batches(n: int = 1_022_952) -> list[TickBatch]:
+    """The TickBatches a full-speed replay of the ``bench.replay`` tape hands the bars step."""
+    out: list[TickBatch] = []
+    for block in _frame_blocks(str(write_frame_file(n)), 0, 2 << 20):
+        out += _batches(trade_columns(block, by_symbol=True), frozenset({"BTCUSDT", "ETHUSDT"}), 0)
+    return out
+
+
+def ohlcv_at(rev: str) -> type:
+    """``SymbolBars`` of ``pairstream/ohlcv.py`` as of git revision ``rev``."""
+    src = subprocess.run(
+        ["git", "show", f"{rev}:pairstream/ohlcv.py"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / "ohlcv_baseline.py"
+    path.write_bytes(src)
+    spec = importlib.util.spec_from_file_location("ohlcv_baseline", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod.SymbolBars
+
+
+def run_replay(cls: type, batches: list[TickBatch]) -> tuple[float, list]:
+    states: dict = {}
+    out: list = []
+    t0 = time.perf_counter()
+    for b in batches:
+        sb = states.get(b.symbol)
+        if sb is None:
+            sb = states[b.symbol] = cls(b.symbol, TFS, LATENESS)
+        sb.add_batch(b)
+        out += sb.drain()
+    for sb in states.values():
+        sb.flush()
+        out += sb.drain()
+    return time.perf_counter() - t0, out
+
+
+def compare(rev: str, rounds: int = 5) -> None:
+    batches = replay_batches()
+    old_cls = ohlcv_at(rev)
+    _, ref = run_replay(old_cls, batches)
+    _, got = run_replay(SymbolBars, batches)
+    if got != ref:
+        raise SystemExit(f"DIFFERENT records from {rev}'s SymbolBars")
+    best = {"old": float("inf"), "new": float("inf")}
+    for _ in range(rounds):
+        for name, cls in (("old", old_cls), ("new", SymbolBars)):
+            best[name] = min(best[name], run_replay(cls, batches)[0])
+    n = sum(map(len, batches))
+    for name in ("old", "new"):
+        report(f"add_batch {name}", n, best[name], f"{len(ref):,} records, best of {rounds}")
+    print(f"old/new: {best['old'] / best['new']:.2f}x (same records: {len(ref):,})")
+
+
 def report(what: str, n: int, secs: float, extra: str) -> None:
     print(f"{what:<16}: {n:>9,} ticks {secs:6.2f}s {n / secs:>10,.0f} ticks/s  ({extra})")
 
@@ -99,7 +167,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ticks", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=1000, help="TestingSource batch size")
+    ap.add_argument("--baseline", metavar="REV", help="old vs new add_batch on the replay tape")
     args = ap.parse_args()
+    if args.baseline:
+        compare(args.baseline)
+        return
     ticks = tape(args.ticks)
     secs, n = bench_pure(ticks)
     report("pure add_tick", len(ticks), secs, f"{n:,} bars")

@@ -217,21 +217,24 @@ def read_klines(path: str, symbol: str) -> list[Bar]:
 def _frame_blocks(path: str, skip: int, size: int) -> Iterator[bytes]:
     """Runs of whole lines (about ``size`` bytes each) of a frame file, after ``skip`` lines.
 
-    Every block ends with a newline, but the file's last line may lack one.
+    Every block ends with a newline, but the file's last line may lack one. Each block is
+    one copy of what was read (the previous read's tail joined to this read's whole lines).
     """
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as fh:
         for _ in islice(fh, skip):
             pass
         rest = b""
-        while block := fh.read(size):
-            block = rest + block
-            cut = block.rfind(b"\n") + 1
-            if cut:
-                rest = block[cut:]
-                yield block[:cut]
+        while chunk := fh.read(size):
+            cut = chunk.rfind(b"\n") + 1
+            if not cut:
+                rest += chunk  # a line longer than the block: read on
+                continue
+            if rest or cut < len(chunk):
+                yield b"".join((rest, memoryview(chunk)[:cut]))  # the one copy
             else:
-                rest = block  # a line longer than the block: read on
+                yield chunk
+            rest = chunk[cut:]
         if rest:
             yield rest
 
@@ -279,13 +282,15 @@ def _read_ahead(blocks: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
 
 
 def _batches(cols: TradeColumns, wanted: frozenset[str], shift_us: int) -> list[TickBatch]:
-    """Columns of raw trades (ids: a = f = l) → one TickBatch per wanted symbol, in line order."""
+    """Columns of raw trades grouped by symbol (ids: a = f = l) → one TickBatch per wanted
+    symbol, in line order: each symbol's rows are one run, so its columns are slices."""
+    assert cols.starts is not None  # trade_columns(..., by_symbol=True)
     ts_us = cols.ms * 1000 + shift_us
     out = []
     for code, name in enumerate(cols.symbols):
         if name not in wanted:
             continue
-        sel: Any = slice(None) if len(cols.symbols) == 1 else cols.symbol_code == code
+        sel = slice(int(cols.starts[code]), int(cols.starts[code + 1]))
         ids = cols.trade_id[sel]
         out.append(
             TickBatch(name, ts_us[sel], cols.price[sel], cols.qty[sel], ids, ids, ids,
@@ -387,7 +392,7 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
                 self._blocks = None
                 continue
             first = self._line + 1
-            cols = trade_columns(block)
+            cols = trade_columns(block, by_symbol=True)
             if cols is not None:
                 self._line += len(cols.ms)
                 out: list[Any] = _batches(cols, self._wanted, self._shift_us)

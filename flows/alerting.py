@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
+from flows.keyed import stateful_groups, unkey
 from pairstream.alerts import FIRING, AlertEngine, AlertRule, stream_key
 from pairstream.records import AlertEvent, Analytics
 
@@ -27,24 +28,38 @@ def alerts(
     event is also logged on ``pairstream.alerts`` (FIRING at the rule's severity, RESOLVED at
     INFO).
     """
-    by_key: dict[str, tuple[AlertRule, ...]] = {}
+    by_key_rules: dict[str, tuple[AlertRule, ...]] = {}
     for rule in rules:
-        by_key[rule.key] = (*by_key.get(rule.key, ()), rule)
+        by_key_rules[rule.key] = (*by_key_rules.get(rule.key, ()), rule)
 
-    def mapper(
-        engine: Optional[AlertEngine], row: Analytics
-    ) -> tuple[AlertEngine, Iterable[AlertEvent]]:
-        key_rules = by_key[stream_key(row.pair, row.tf)]
+    def by_key(batch: list[Analytics]) -> list[tuple[str, list[Analytics]]]:
+        groups: dict[str, list[Analytics]] = {}
+        for a in batch:
+            k = stream_key(a.pair, a.tf)
+            g = groups.get(k)
+            if g is not None:
+                g.append(a)
+            elif k in by_key_rules:  # rows of keys with no rule: dropped, no state made
+                groups[k] = [a]
+        return list(groups.items())
+
+    def step(
+        engine: Optional[AlertEngine], group: list[Analytics], out: list[AlertEvent]
+    ) -> AlertEngine:
+        key_rules = by_key_rules[stream_key(group[0].pair, group[0].tf)]
         if engine is None:
             engine = AlertEngine(key_rules)
         elif engine.rules is not key_rules:  # resumed from a snapshot
             engine = engine.rebind(key_rules)
-        events = engine.update(row)
-        for ev in events:
-            logger.log(_LEVEL[ev.severity] if ev.state == FIRING else logging.INFO, ev.message)
-        return engine, events
+        update = engine.update
+        for row in group:
+            events = update(row)
+            if events:
+                for ev in events:
+                    level = _LEVEL[ev.severity] if ev.state == FIRING else logging.INFO
+                    logger.log(level, ev.message)
+                out.extend(events)
+        return engine
 
-    watched = op.filter("watched", analytics, lambda a: stream_key(a.pair, a.tf) in by_key)
-    keyed = op.key_on("key", watched, lambda a: stream_key(a.pair, a.tf))
-    events = op.stateful_flat_map("rules", keyed, mapper)
-    return op.key_rm("unkey", events)
+    keyed = op.flat_map_batch("key", analytics, by_key)
+    return unkey("unkey", stateful_groups("rules", keyed, step))

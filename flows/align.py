@@ -9,19 +9,14 @@ from typing import Optional
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
+from flows.keyed import stateful_groups, unkey
 from pairstream.align import PairAligner
 from pairstream.config import PairConfig
 from pairstream.records import Bar, PairBar
 
 log = logging.getLogger("pairstream.align")
 
-
-def _fan_out(
-    bar: Bar, pairs: tuple[PairConfig, ...], timeframes: frozenset[str]
-) -> Iterable[tuple[str, tuple[PairConfig, Bar]]]:
-    if bar.tf not in timeframes:
-        return []
-    return [(f"{p.id}|{bar.tf}", (p, bar)) for p in pairs if bar.symbol in (p.y, p.x)]
+_Group = tuple[PairConfig, list[Bar]]  # one pair+tf's bars of a batch, in arrival order
 
 
 @operator
@@ -29,18 +24,42 @@ def align_pairs(
     step_id: str, bars: Stream[Bar], pairs: list[PairConfig], timeframes: Iterable[str]
 ) -> Stream[PairBar]:
     """Fan each bar out to every configured pair holding its symbol, align per pair+tf."""
-    pairs_t = tuple(pairs)
-    tfs = frozenset(timeframes)
+    # tf → symbol → the (key, pair) of every pair holding it: one lookup per bar
+    routes: dict[str, dict[str, tuple[tuple[str, PairConfig], ...]]] = {
+        tf: {
+            s: tuple((f"{p.id}|{tf}", p) for p in pairs if s in (p.y, p.x))
+            for s in {leg for p in pairs for leg in (p.y, p.x)}
+        }
+        for tf in frozenset(timeframes)
+    }
 
-    def step(state: Optional[PairAligner], item: tuple[PairConfig, Bar]):
-        pair, bar = item
-        state = state if state is not None else PairAligner(pair.y, pair.x, bar.tf, pair.id)
-        forced = state.forced
-        out = state.push(bar)
-        if state.forced > forced and forced % 1000 == 0:  # the first, then every 1000th
-            log.warning("align %s %s: a leg is %d bars behind: forward-filled it (%d intervals "
-                        "so far)", state.pair, state.tf, state.max_pending, state.forced)
-        return state, out
+    def fan_out(batch: list[Bar]) -> list[tuple[str, _Group]]:
+        groups: dict[str, _Group] = {}
+        for bar in batch:
+            by_symbol = routes.get(bar.tf)
+            if by_symbol is None:
+                continue
+            for key, pair in by_symbol.get(bar.symbol, ()):
+                g = groups.get(key)
+                if g is None:
+                    groups[key] = (pair, [bar])
+                else:
+                    g[1].append(bar)
+        return list(groups.items())
 
-    keyed = op.flat_map("fan_out", bars, lambda b: _fan_out(b, pairs_t, tfs))
-    return op.key_rm("unkey", op.stateful_flat_map("align", keyed, step))
+    def step(state: Optional[PairAligner], group: _Group, out: list[PairBar]) -> PairAligner:
+        pair, group_bars = group
+        if state is None:
+            state = PairAligner(pair.y, pair.x, group_bars[0].tf, pair.id)
+        push = state.push_to
+        for bar in group_bars:
+            forced = state.forced
+            push(bar, out)
+            if state.forced > forced and forced % 1000 == 0:  # the first, then every 1000th
+                log.warning("align %s %s: a leg is %d bars behind: forward-filled it (%d "
+                            "intervals so far)", state.pair, state.tf, state.max_pending,
+                            state.forced)
+        return state
+
+    keyed = op.flat_map_batch("fan_out", bars, fan_out)
+    return unkey("unkey", stateful_groups("align", keyed, step))

@@ -8,8 +8,9 @@ from typing import Optional, Union
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
+from flows.keyed import stateful_groups, unkey
 from flows.rebuild import History, machine_outdated, rebuilt_machine
-from pairstream.config import Config
+from pairstream.config import AnalyticsConfig, Config
 from pairstream.funding import FundingBook
 from pairstream.records import Analytics, Funding, Signal
 from pairstream.signals import SignalMachine
@@ -39,25 +40,55 @@ def signals(
         for preset in cfg.preset_names
     ]
 
-    def fan(e: Funding) -> list[tuple[str, tuple[str, Funding]]]:
-        return [(k, (prices, e)) for k, legs, prices in keys if e.symbol in legs]
+    def fan(batch: list[Funding]) -> list[tuple[str, list[tuple[str, Funding]]]]:
+        groups: dict[str, list[tuple[str, Funding]]] = {}
+        for e in batch:
+            for k, legs, prices in keys:
+                if e.symbol in legs:
+                    groups.setdefault(k, []).append((prices, e))
+        return list(groups.items())
 
-    def step(machine: Optional[SignalMachine], item: Union[Analytics, tuple[str, Funding]]):
-        if isinstance(item, Analytics):
-            a_cfg = cfg.analytics_for(item.tf, item.preset)
+    def by_key(batch: list[Analytics]) -> list[tuple[str, list[Analytics]]]:
+        groups: dict[str, list[Analytics]] = {}
+        for a in batch:
+            k = f"{a.pair}|{a.tf}|{a.preset}"
+            g = groups.get(k)
+            if g is None:
+                groups[k] = [a]
+            else:
+                g.append(a)
+        return list(groups.items())
+
+    a_cfgs: dict[tuple[str, str], AnalyticsConfig] = {}  # analytics_for, once per tf+preset
+
+    def step(
+        machine: Optional[SignalMachine],
+        group: list[Union[Analytics, tuple[str, Funding]]],
+        out: list[Signal],
+    ) -> SignalMachine:
+        checked = False  # a group is one key (one tf+preset): one settings check suffices
+        for item in group:
+            if isinstance(item, Analytics):
+                if not checked:
+                    a_cfg = a_cfgs.get((item.tf, item.preset))
+                    if a_cfg is None:
+                        a_cfg = a_cfgs[item.tf, item.preset] = cfg.analytics_for(
+                            item.tf, item.preset)  # fmt: skip
+                    if machine is None:
+                        machine = SignalMachine(cfg.signals, a_cfg.prices, funding, a_cfg)
+                    elif history is not None and machine_outdated(machine, cfg.signals, a_cfg):
+                        machine = rebuilt_machine(machine, cfg, a_cfg, history, item, funding)
+                    checked = True  # and stays up to date: update never changes its settings
+                out.append(machine.update(item))
+                continue
+            prices, e = item
             if machine is None:
-                machine = SignalMachine(cfg.signals, a_cfg.prices, funding, a_cfg)
-            elif history is not None and machine_outdated(machine, cfg.signals, a_cfg):
-                machine = rebuilt_machine(machine, cfg, a_cfg, history, item, funding)
-            return machine, [machine.update(item)]
-        prices, e = item
-        if machine is None:
-            machine = SignalMachine(cfg.signals, prices, funding)
-        machine.add_funding(e)
-        return machine, []
+                machine = SignalMachine(cfg.signals, prices, funding)
+            machine.add_funding(e)
+        return machine
 
-    keyed = op.key_on("key", analytics, lambda a: f"{a.pair}|{a.tf}|{a.preset}")
+    keyed = op.flat_map_batch("key", analytics, by_key)
     if funding_events is not None:
-        fanned = op.flat_map("fan_funding", funding_events, fan)
+        fanned = op.flat_map_batch("fan_funding", funding_events, fan)
         keyed = op.merge("with_funding", keyed, fanned)
-    return op.key_rm("unkey", op.stateful_flat_map("machine", keyed, step))
+    return unkey("unkey", stateful_groups("machine", keyed, step))

@@ -78,20 +78,53 @@ class PairAligner:
 
     def push(self, bar: Bar) -> list[PairBar]:
         """Add one bar of either leg; return the PairBars it completes (increasing ts)."""
+        out: list[PairBar] = []
+        self.push_to(bar, out)
+        return out
+
+    def push_to(self, bar: Bar, out: list[PairBar]) -> None:
+        """:meth:`push` appending to ``out``: no list per bar on the flow's per-batch path."""
         leg = self._legs.get(bar.symbol)
         if leg is None or bar.tf != self.tf:
             raise ValueError(f"bar {bar.symbol} {bar.tf} does not belong to {self.pair} {self.tf}")
-        if leg.last_ts is not None and bar.ts <= leg.last_ts:
+        ts = bar.ts
+        last = leg.last_ts
+        if last is not None and ts <= last:
             self.ignored += 1
-            return []
-        leg.last_ts = bar.ts
-        if self._decided is not None and bar.ts <= self._decided:
+            return
+        leg.last_ts = ts
+        decided = self._decided
+        if decided is not None and ts <= decided:
             leg.carry = bar.close  # its interval went out forward-filled; carry the real close
             self.late += 1
-            return []
-        leg.pending[bar.ts] = bar.close
+            return
+        ly = self._legs[self.y]
+        other = self._legs[self.x] if leg is ly else ly
+        if other is not leg:
+            # Fast paths for the common cases, each exactly what :meth:`_drain` would do,
+            # without its generator, min and max: the bars of one leg's batch wait for the
+            # other leg's, which then complete them one by one.
+            lp, op = leg.pending, other.pending
+            if not op:
+                first = next(iter(lp)) if lp else ts  # the earliest undecided interval
+                if (other.last_ts is None or other.last_ts <= first) and len(lp) < self.max_pending:
+                    lp[ts] = bar.close  # the other leg may still come at ``first``: wait
+                    return
+            elif not lp and next(iter(op)) == ts and len(op) <= self.max_pending + 1:
+                close, other.carry = bar.close, op.pop(ts)  # the other leg's bar at ts waited
+                leg.carry = close
+                if leg is ly:
+                    out.append(PairBar(self.pair, self.tf, ts, close, other.carry))
+                else:
+                    out.append(PairBar(self.pair, self.tf, ts, other.carry, close))
+                self.last_emitted = self._decided = ts
+                return  # the next waiting bar is after ts: this leg may still come there
+        leg.pending[ts] = bar.close
+        self._drain(out)
+
+    def _drain(self, out: list[PairBar]) -> None:
+        """Decide intervals from the earliest undecided one while both legs are known there."""
         ly, lx = self._legs[self.y], self._legs[self.x]
-        out: list[PairBar] = []
         while ly.pending or lx.pending:
             # the earliest undecided interval; every earlier one is already emitted or dropped
             # (a leg's pending bars arrive in increasing ts, so its first key is its earliest)
@@ -109,8 +142,6 @@ class PairAligner:
             for lg in (ly, lx):
                 if ts in lg.pending:
                     lg.carry = lg.pending.pop(ts)
-        return out
-
 
 def _filled(leg: _Leg, v: object) -> object:
     """A stuck leg's value: its carried close, or ``_NEVER`` before its first bar."""

@@ -154,67 +154,63 @@ class SignalMachine:
             self._legs = (y_sym, x_sym)
             self._bar = timedelta(seconds=tf_seconds(a.tf))
         end = a.ts + self._bar
+        y, x = a.y, a.x
+        position = self.position
         mtm = 0.0
-        if self.position and self._prev is not None:
-            py, px = self._prev
-            mtm = self.position * ((a.y - py) - self.hedge * (a.x - px))
-        funding = self._funding(end)
-        self._prev = (a.y, a.x)
+        prev = self._prev
+        if position and prev is not None:
+            py, px = prev
+            mtm = position * ((y - py) - self.hedge * (x - px))
+        # :meth:`_funding`, its no-event case inline (most bars)
+        if self._book is None or self._prev_end is None or not position:
+            funding, self._late = self._late, 0.0
+        else:
+            funding = self._funding(end)
+        self._prev = (y, x)
         self._prev_end = end
 
-        z = a.zscore if cfg.use == "zscore" else a.z_kf
-        est = a.beta if cfg.use == "zscore" else a.beta_kf
+        if cfg.use == "zscore":
+            z, est = a.zscore, a.beta
+        else:
+            z, est = a.z_kf, a.beta_kf
         action = HOLD
         traded_hedge: Optional[float] = None
         traded_beta: Optional[float] = None
         if z is not None:
             # z seen from the position: ``d ≤ exit`` is the exit crossing, ``d ≥ stop`` adverse
-            d = -z if self.position > 0 else z
-            if self.position:
+            d = -z if position > 0 else z
+            if position:
                 if cfg.stop is not None and d >= cfg.stop:
                     action = STOP
                 elif d <= cfg.exit:
                     action = EXIT
                 if action != HOLD:
                     traded_hedge, traded_beta = self.hedge, self.sized_by
-                    self.blocked = self.position if action == STOP else 0
+                    self.blocked = position if action == STOP else 0
                     self.position, self.hedge, self.sized_by = 0, None, None
+                    position = 0
             elif self.blocked:
                 d = -z if self.blocked > 0 else z  # the same crossing as that side's exit
                 if d <= cfg.exit:
                     self.blocked = 0
             elif est is not None and (z >= cfg.entry or z <= -cfg.entry):
                 action = ENTER_SHORT if z >= cfg.entry else ENTER_LONG
-                self.position = -1 if action == ENTER_SHORT else 1
+                self.position = position = -1 if action == ENTER_SHORT else 1
                 self.sized_by = traded_beta = est
-                self.hedge = traded_hedge = est * a.y / a.x if self.prices == "log" else est
+                self.hedge = traded_hedge = est * y / x if self.prices == "log" else est
 
         fees = 0.0
         if traded_hedge is not None:
-            fees = cfg.fee_bps / 1e4 * (abs(a.y) + abs(traded_hedge) * abs(a.x))
+            fees = cfg.fee_bps / 1e4 * (abs(y) + abs(traded_hedge) * abs(x))
         pnl = mtm - fees + funding
         self.cum_pnl += pnl
         self.cum_funding += funding
-        self._history.append((end, self.position, self.hedge, a.y, a.x))
-        hedge = self.hedge if self.position else traded_hedge
-        beta = self.sized_by if self.position else traded_beta
+        self._history.append((end, position, self.hedge, y, x))
+        if position:
+            hedge, beta = self.hedge, self.sized_by
+        else:
+            hedge, beta = traded_hedge, traded_beta
         if beta is None:
             beta = a.beta
-        return Signal(
-            pair=a.pair,
-            tf=a.tf,
-            ts=a.ts,
-            zscore=z,
-            position=self.position,
-            action=action,
-            beta=beta,
-            y=a.y,
-            x=a.x,
-            pnl=pnl,
-            fees=fees,
-            cum_pnl=self.cum_pnl,
-            hedge=hedge,
-            funding=funding,
-            cum_funding=self.cum_funding,
-            preset=a.preset,
-        )
+        return Signal(a.pair, a.tf, a.ts, z, position, action, beta, y, x, pnl, fees,
+                      self.cum_pnl, hedge, funding, self.cum_funding, a.preset)

@@ -14,7 +14,7 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-from connectors.replay import ReplayError, ReplaySource
+from connectors.replay import ReplayError, ReplaySource, _frame_blocks
 from pairstream.records import Bar, Progress, Tick, expand_ticks
 from tests.conftest import SAMPLE
 
@@ -224,3 +224,17 @@ def test_gzip_read_ahead_raises_a_truncated_file_and_leaves_no_thread(tmp_path: 
         if t.name == "replay-read-ahead":
             t.join(timeout=10)
     assert _read_ahead_threads() == 0
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_frame_blocks_are_the_files_whole_lines_in_order(tmp_path: Path, gz: bool):
+    lines = [b"%d %s\n" % (i, b"x" * (i * 37 % 300)) for i in range(400)]
+    data = b"".join(lines) + b"last line, no newline"
+    path = tmp_path / ("frames.txt.gz" if gz else "frames.txt")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    for size in (1, 50, 333, 4096, 1 << 20):  # lines longer and shorter than a block
+        blocks = list(_frame_blocks(str(path), 0, size))
+        assert all(type(b) is bytes and b for b in blocks)
+        assert all(b.endswith(b"\n") for b in blocks[:-1])
+        assert b"".join(blocks) == data
+    assert b"".join(_frame_blocks(str(path), 10, 333)) == data.split(b"\n", 10)[10]

@@ -29,8 +29,25 @@ def _line_by_line(lines: list[bytes]) -> list:
     return out
 
 
+def _assert_grouped_equals_line_order(block: bytes) -> None:
+    """``by_symbol=True``: the same rows, each symbol's a run in line order; same None."""
+    cols, grouped = trade_columns(block), trade_columns(block, by_symbol=True)
+    assert (cols is None) == (grouped is None)
+    if cols is None or grouped is None:
+        return
+    assert grouped.symbols == cols.symbols and grouped.starts is not None
+    assert grouped.starts[0] == 0 and grouped.starts[-1] == len(cols.ms)
+    for k in range(len(cols.symbols)):
+        rows = cols.symbol_code == k
+        run = slice(grouped.starts[k], grouped.starts[k + 1])
+        for name in ("symbol_code", "ms", "trade_id", "price", "qty", "buyer_maker"):
+            got, want = getattr(grouped, name)[run], getattr(cols, name)[rows]
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
 def _assert_columns_equal_parse_frame(lines: list[bytes]) -> bool:
     cols = trade_columns(b"".join(lines))
+    _assert_grouped_equals_line_order(b"".join(lines))
     if cols is None:
         return False
     ticks = _line_by_line(lines)
@@ -54,6 +71,34 @@ def test_real_frame_lines_take_the_bulk_path():
     assert _assert_columns_equal_parse_frame(LINES[::7] + LINES[1::7])  # symbols, times mixed
     assert _assert_columns_equal_parse_frame(LINES[:1])
     assert _assert_columns_equal_parse_frame([LINES[0].rstrip(b"\n")])  # last line, no newline
+    assert _assert_columns_equal_parse_frame(LINES[:5] + [LINES[5].rstrip(b"\n")])
+
+
+@pytest.mark.parametrize(
+    "block", [b"", b"\n", LINES[0] + b"\n", b"\n" + LINES[0], LINES[0] + LINES[1][:-2]]
+)  # fmt: skip
+def test_empty_and_cut_lines_send_the_block_line_by_line(block):
+    assert trade_columns(block) is None
+    assert trade_columns(block, by_symbol=True) is None
+
+
+def test_by_symbol_groups_each_symbols_rows_in_line_order():
+    rename = {0: b'"ZZZUSDT"', 2: b'"AAAUSDT"'}  # first seen sorts last; runs interleave
+    lines = [_with(x, s=rename[i % 5]) if i % 5 in rename else x for i, x in enumerate(LINES)]
+    block = b"".join(lines)
+    _assert_grouped_equals_line_order(block)
+    cols = trade_columns(block, by_symbol=True)
+    assert cols is not None and cols.starts is not None
+    assert cols.symbols == ("AAAUSDT", "BTCUSDT", "ZZZUSDT")
+    assert cols.starts.tolist() == [0, 60, 240, 300]
+    ticks = _line_by_line(lines)
+    for k, sym in enumerate(cols.symbols):
+        want = [t.trade_id for t in ticks if t.symbol == sym]
+        assert cols.trade_id[cols.starts[k] : cols.starts[k + 1]].tolist() == want
+    one = [x for x in LINES if b'"s":"BTCUSDT"' in x]  # one symbol: rows as they are
+    cols = trade_columns(b"".join(one), by_symbol=True)
+    assert cols is not None and cols.symbols == ("BTCUSDT",)
+    assert cols.starts is not None and cols.starts.tolist() == [0, len(one)]
 
 
 BYTES = st.sampled_from(
@@ -75,8 +120,7 @@ def test_bulk_path_only_accepts_what_parse_frame_accepts(which, edits):
         line[pos : pos + cut] = ins
     lines = (LINES[20] + bytes(line) + LINES[21]).split(b"\n")  # lines, as a file reads them
     lines = [x + b"\n" for x in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
-    if trade_columns(b"".join(lines)) is not None:
-        assert _assert_columns_equal_parse_frame(lines)
+    _assert_columns_equal_parse_frame(lines)  # accepted: equal to parse_frame; same None
 
 
 @settings(max_examples=400, deadline=None)
@@ -134,5 +178,6 @@ def test_symbols_are_coded_in_sorted_order_up_to_the_limit():
     assert list(cols.symbols) == sorted(cols.symbols)
     assert _assert_columns_equal_parse_frame(lines)
     assert np.array_equal(cols.symbol_code, np.arange(MAX_SYMBOLS)[::-1])
+    _assert_grouped_equals_line_order(b"".join(lines + lines[:9]))
     more = lines + [renamed(MAX_SYMBOLS, LINES[0])]  # one symbol too many: line by line
     assert trade_columns(b"".join(more)) is None

@@ -12,12 +12,13 @@ import random
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.frames import csv_trade_to_tick, ms_to_dt
-from pairstream.ohlcv import SymbolBars
+from pairstream.ohlcv import _INT64_RUN, SymbolBars, _new_bar, _second_sums
 from pairstream.records import Bar, Health, Progress, Tick, TickBatch
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
@@ -126,3 +127,67 @@ def test_window_a_in_batches_equals_tick_by_tick(symbol):
     assert ref[2]["late_total"] > 0 and ref[1]  # the premise: late ticks are exercised
     got = feed(ticks, timedelta(milliseconds=200), list(range(0, len(ticks), 777)))
     assert got == ref
+
+
+def _python_sums(ps: list[int], qs: list[int], maker: list[bool], bounds: list[int]):
+    spans = list(zip(bounds, bounds[1:]))
+    return (
+        [sum(qs[a:z]) for a, z in spans],
+        [sum(p * q for p, q in zip(ps[a:z], qs[a:z])) for a, z in spans],
+        [sum(0 if m else q for m, q in zip(maker[a:z], qs[a:z])) for a, z in spans],
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(-(2**50) + 1, 2**50 - 1), st.integers(0, 2**50 - 1), st.booleans()),
+        min_size=1,
+        max_size=60,
+    ),
+    st.sets(st.integers(1, 59)),
+)
+def test_second_sums_are_the_exact_python_sums(rows, cuts):
+    """int64 column sums (25-bit halves for price·qty) == sequential Python int sums."""
+    ps, qs, maker = (list(c) for c in zip(*rows))
+    bounds = [0, *sorted(c for c in cuts if c < len(rows)), len(rows)]
+    idx = np.array(bounds[:-1], dtype=np.int64)
+    ends = np.array(bounds[1:], dtype=np.int64)
+    args = (np.array(ps, dtype=np.int64), np.array(qs, dtype=np.int64), np.array(maker))
+    assert _second_sums(*args, idx, ends) == _python_sums(ps, qs, maker, bounds)
+    obj = (np.array(ps, dtype=object), np.array(qs, dtype=object), np.array(maker))
+    assert _second_sums(*obj, idx, ends) == _python_sums(ps, qs, maker, bounds)
+
+
+def test_second_sums_long_runs_do_not_overflow():
+    """A run past _INT64_RUN ticks of near-2**50 values would overflow int64: summed in Python."""
+    n = _INT64_RUN * 3
+    ps, qs = [2**50 - 1 - k for k in range(n)], [2**50 - 7 * k - 1 for k in range(n)]
+    maker = [k % 3 == 0 for k in range(n)]
+    bounds = [0, 5, 5 + _INT64_RUN + 1, n]
+    idx, ends = np.array(bounds[:-1]), np.array(bounds[1:])
+    args = (np.array(ps, dtype=np.int64), np.array(qs, dtype=np.int64), np.array(maker))
+    assert _second_sums(*args, idx, ends) == _python_sums(ps, qs, maker, bounds)
+
+
+def test_dense_second_in_batches_equals_tick_by_tick():
+    """Thousands of big trades in one second (the long-run path) and a second after it."""
+    base = 1_721_347_000_000
+    rng = random.Random(3)
+    ms = [base + rng.randrange(1000) for _ in range(3 * _INT64_RUN)]
+    big = [
+        Tick("XYZUSDT", ms_to_dt(t), 6e4 + k / 10, 3.5 + k, k, k, k, k % 2 > 0)
+        for k, t in enumerate(ms)
+    ]
+    ticks = [*big, Tick("XYZUSDT", ms_to_dt(base + 2_500), 6e4, 1.0, 10**6, 10**6, 10**6, False)]
+    ref = feed(ticks, timedelta(milliseconds=100), None)
+    assert feed(ticks, timedelta(milliseconds=100), [len(ticks)]) == ref
+    assert feed(ticks, timedelta(milliseconds=100), [1000, len(ticks) - 1]) == ref
+
+
+def test_new_bar_is_the_dataclass_bar():
+    args = ("BTCUSDT", "1s", ms_to_dt(1_721_347_000_000), 1.5, 2.0, 1.0, 1.25, 0.1, 0.3, 7,
+            0.0, 1.1, False)  # fmt: skip
+    fast, ref = _new_bar(*args), Bar(*args)
+    assert type(fast) is Bar and fast == ref and repr(fast) == repr(ref)
+    assert hash(fast) == hash(ref)
