@@ -107,7 +107,7 @@ def replay_batches(n: int = 1_022_952) -> list[TickBatch]:
     """The TickBatches a full-speed replay of the ``bench.replay`` tape hands the bars step."""
     out: list[TickBatch] = []
     for block in _frame_blocks(str(write_frame_file(n)), 0, 2 << 20):
-        out += _batches(trade_columns(block), frozenset({"BTCUSDT", "ETHUSDT"}), 0)
+        out += _batches(trade_columns(block, by_symbol=True), frozenset({"BTCUSDT", "ETHUSDT"}), 0)
     return out
 
 

@@ -239,16 +239,13 @@ def _frame_blocks(path: str, skip: int, size: int) -> Iterator[bytes]:
             yield rest
 
 
-def _read_ahead(
-    blocks: Iterator[bytes], depth: int = 2, work: Callable[[bytes], Any] = lambda b: b
-) -> Iterator[Any]:
-    """``work(block)`` for each of ``blocks``, produced by a helper thread up to ``depth`` ahead.
+def _read_ahead(blocks: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
+    """``blocks``, produced by a helper thread up to ``depth`` blocks ahead.
 
     Inflating a gzip frame file (zlib, and its CRC) is ~10% of a full-speed replay's worker
     time, and zlib releases the GIL while it works: done ahead in a thread, it overlaps with
-    the parsing and the bars instead of adding to them. So does ``work`` where it releases the
-    GIL too (the compiled block parser does). Same blocks, same order; an error in the reader
-    is raised here, at the block where it happened.
+    the parsing and the bars instead of adding to them. Same blocks, same order; an error in
+    the reader is raised here, at the block where it happened.
     """
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -266,7 +263,7 @@ def _read_ahead(
     def produce() -> None:
         try:
             for block in blocks:
-                if not put(work(block)):
+                if not put(block):
                     return
             put(done)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
@@ -282,11 +279,6 @@ def _read_ahead(
             yield item
     finally:
         stop.set()
-
-
-def _parsed(block: bytes) -> tuple[bytes, Optional[TradeColumns]]:
-    """A block and its columns grouped by symbol (None: the block goes line by line)."""
-    return block, trade_columns(block, by_symbol=True)
 
 
 def _batches(cols: TradeColumns, wanted: frozenset[str], shift_us: int) -> list[TickBatch]:
@@ -354,7 +346,7 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
         self.malformed = 0
         # Unpaced frame files go in bulk: a block of lines → TickBatches (same ticks, same order)
         self._bulk = not speed and bool(files) and all(f.kind == "frames" for f in files)
-        self._blocks: Optional[Iterator[tuple[bytes, Optional[TradeColumns]]]] = None
+        self._blocks: Optional[Iterator[bytes]] = None
         self._block_bytes = block_bytes
         self._shift_us = shift // timedelta(microseconds=1)
 
@@ -390,18 +382,17 @@ class _ReplayPartition(StatefulSourcePartition[Any, tuple[int, int]]):
         """The next block of a frame file as TickBatches (per line only if the block is odd)."""
         while self._file_idx < len(self._files):
             if self._blocks is None:
-                blocks = _frame_blocks(
-                    self._files[self._file_idx].path, self._line, self._block_bytes
-                )  # inflated in one helper thread, parsed in a second: a pipeline
-                self._blocks = _read_ahead(_read_ahead(blocks), work=_parsed)
-            nxt = next(self._blocks, None)
-            if nxt is None:
+                self._blocks = _read_ahead(
+                    _frame_blocks(self._files[self._file_idx].path, self._line, self._block_bytes)
+                )
+            block = next(self._blocks, None)
+            if block is None:
                 self._file_idx += 1
                 self._line = 0
                 self._blocks = None
                 continue
-            block, cols = nxt
             first = self._line + 1
+            cols = trade_columns(block, by_symbol=True)
             if cols is not None:
                 self._line += len(cols.ms)
                 out: list[Any] = _batches(cols, self._wanted, self._shift_us)

@@ -6,7 +6,6 @@ checks each line against that layout byte by byte and writes the fields straight
 (CPython's ``re`` plus conversions took ~1.8 µs per line, bench/README.md). The scanner is
 written for that one layout (each fixed text compared whole, no per-field dispatch): ~1.3x
 the speed of the table-driven one it replaced, near a bare newline search on the same bytes.
-It releases the GIL, so the replay runs it in a helper thread, off the flow's own.
 
 A block is accepted only if *every* line is exactly that layout: fixed text byte for byte; a
 stream name, symbol and numbers from a bounded character set (no escape, control or non-ASCII

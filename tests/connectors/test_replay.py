@@ -14,7 +14,7 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-from connectors.replay import ReplayError, ReplaySource, _frame_blocks, _read_ahead
+from connectors.replay import ReplayError, ReplaySource, _frame_blocks
 from pairstream.records import Bar, Progress, Tick, expand_ticks
 from tests.conftest import SAMPLE
 
@@ -238,17 +238,3 @@ def test_frame_blocks_are_the_files_whole_lines_in_order(tmp_path: Path, gz: boo
         assert all(b.endswith(b"\n") for b in blocks[:-1])
         assert b"".join(blocks) == data
     assert b"".join(_frame_blocks(str(path), 10, 333)) == data.split(b"\n", 10)[10]
-
-
-def test_read_ahead_applies_its_work_in_order_and_raises_where_the_reader_failed():
-    assert list(_read_ahead(iter(range(100)), work=lambda x: x * 2)) == list(range(0, 200, 2))
-
-    def broken():
-        yield 1
-        raise EOFError("cut")
-
-    got = []
-    with pytest.raises(EOFError, match="cut"):
-        for x in _read_ahead(_read_ahead(broken()), work=lambda x: -x):  # a pipeline of two
-            got.append(x)
-    assert got == [-1]

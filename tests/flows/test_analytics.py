@@ -98,3 +98,17 @@ def test_bars_to_analytics_chain() -> None:
     ref = reference_analytics(y, x, CFG.analytics_for("1m"))
     assert_analytics_equal(out, ref)
     assert sum(a.warm for a in out) == 500 - 30 - 20 + 2
+
+
+def test_state_keeps_the_step_id_of_earlier_versions() -> None:
+    # recovery snapshots are stored under the stateful step's id: it must stay what
+    # op.stateful_map("estimate") gave it, or a resumed flow would start its estimators cold
+    flow = Dataflow("pairs")
+    s = op.input("in", flow, TestingSource([]))
+    op.output("out", pair_analytics("analytics", s, CFG), TestingSink([]))
+    ids, todo = [], list(flow.substeps)
+    while todo:
+        step = todo.pop()
+        ids.append(step.step_id)
+        todo.extend(step.substeps)
+    assert "pairs.analytics.estimate.stateful_flat_map.stateful.stateful_batch" in ids

@@ -7,9 +7,11 @@ filtered means and z_kf within 1e-8. NULL patterns and ``warm`` must match exact
 
 from __future__ import annotations
 
+import base64
 import math
 import pickle
 import warnings
+import zlib
 from dataclasses import replace
 
 import numpy as np
@@ -122,6 +124,42 @@ def test_pickle_resume_is_seamless(week: pd.DataFrame) -> None:
     rest = zip(df.ts[333:], df.y[333:], df.x[333:])
     rows += [est.update(t.to_pydatetime(), y, x) for t, y, x in rest]
     assert rows == whole
+
+
+# pickle of the previous layout's PairEstimator (one Ring per series, a Kalman2 object), made
+# by the version before the fused per-bar kernel: window=8, z_window=6, corr_window=5,
+# adf_window=24, adf_every=3, preset "fast", after the first 150 bars of the week
+OLD_SNAPSHOT = (
+    "eNqNVH1sU1UUf6XftbDMyJhk4cONUgyUbsyxxGEvK6wLL84xhgxofHlt36Mv9GvvvW4tKgzcZDMXloVboAZiIiIx"
+    "NRMT/EiAtOMPM+NQWZwscerwA7YsfAyjhlE37+srzTRZ9P5xT87vnvM75/fyzmlTxfaricyBC0M0xwsiz9B+CyOI"
+    "nJ8Wg7yA4Px6jG9+BKBjaNVB9CoyQ6Wb3YNg/qwsdzDAchjL2xigfVGRcwt2GcnlaEI852YwqZKnWxHUtHIBT7AV"
+    "kTqo20c9cjTwMXeQ53O+GhpoD5tzC6FecpkWho8iUgmNe2mfnw5QHsYn0shhW1zx00SRfQ1ckMWDLoFqoXn8Uu96"
+    "fnDyvTTUZ19CVgzek+WHXVAlScHdVzfat2/b1Lh2c2OtZBGcJ7L4KvUjqX9GYEQEVSwtSIbyBfegLqikQlHkJaCq"
+    "gQtk5cKCQNgfiloorIWx+MM+kaN5no4iaKR4Bn8q/NHCbhEHQ3UmEkFtwCOHHEMk0YHsChc6jBqQmVSQug7kLYZq"
+    "jxgNMVLKPLYSdXXKr0qoqEJ1dXVbZvDJXCQhIleXHbD4mNR3wdWBgQGnSrZF+rsZ/F2MvxmPx7ksbszin+ll/xLG"
+    "EaYhNeTxw8glSYwg7xKszPuUd4XUn3fl7O7W4np/mJ3d1dsTwHD9TOhyUwI80eu4MbUrAZZ2TGytxLb7yu/mkd0J"
+    "sMrZfSVMJYBTAl6S4zfsSPyrnrBvrnoauZ514S8X3hg8MAbMW5+umoJjYF1FZ2367E1wbll5x0jbKHhYUXI/ffoG"
+    "+DLPzZw6NC7zq8luiV9NCfg3mqtCoVwhFdPUJM42ExvTJ78Y7e9Ng3ZbTfVHO6dApSll+Dr5AAzHE5Hir34Gkf6a"
+    "pOmFPnC+6vNLBdzboG304OpCXSzV5J+cPLEyCTyNrZsm+q6C9ALt8cUf9INDzWd6zPnfgx/yDX/1bfsxZbp/YcbZ"
+    "OZgyGm/fi1+/BizjTe+/8vFt0DOs8UNyLKfg/yqeHjkydGvdjKx4kaxYSeGBmUOvWtZrJtqmf3vnpN1GEL6OFT1V"
+    "SWzfmvaVYGt9dmi5hKfb62eeTGZ4VWQsyxv5T15ikK/9sxznT3tYoQjzpXaOf2jBfu+tc98CG5Eq/uTOFmCbzauj"
+    "8LS1UL4ocgDTkhOq8teGclgEY8saLuapli+CGkraByE8y9/duXZ0feg8NFBe2sdSPo5lcNzjz2iN9jW7cJ97WWlI"
+    "tWRm/MvkOa2T9pKiWVoc649efLDjV6iYvSvwDDpAWYlh6Xg7gAppv7z84vz9mt1GqAxZ8f54rqXiG9XNYUJyS5Ej"
+    "WfbwcuwA3YTdUus/3VJp2WzQr/60YABqBZHmRcaDOsOvI1fYZfkbBSBTyQ=="
+)
+
+
+def test_snapshot_of_the_previous_layout_resumes_seamlessly(week: pd.DataFrame) -> None:
+    cfg = AnalyticsConfig(window=8, z_window=6, corr_window=5, adf_window=24, adf_every=3)
+    est = pickle.loads(zlib.decompress(base64.b64decode(OLD_SNAPSHOT)))
+    assert est.cfg == cfg and est.preset == "fast"
+    fresh = PairEstimator(cfg, "BTCUSDT/ETHUSDT", "1m", "fast")
+    df = week.iloc[:400]
+    rows = [fresh.update(t.to_pydatetime(), y, x) for t, y, x in zip(df.ts, df.y, df.x)]
+    rest = zip(df.ts[150:], df.y[150:], df.x[150:])
+    resumed = [est.update(t.to_pydatetime(), y, x) for t, y, x in rest]
+    assert resumed == rows[150:]
+    assert sum(r.adf_p is not None for r in resumed) > 200  # every column is live
 
 
 def test_state_is_bounded_by_the_windows(week: pd.DataFrame) -> None:
