@@ -39,11 +39,9 @@ klines equal the sums of their strings (exactly, while a value has ≤ 15 signif
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from operator import mul
-from types import MemberDescriptorType
 from typing import Optional, Union
 
 import numpy as np
@@ -163,62 +161,10 @@ def tf_levels(timeframes: Sequence[str], base: int) -> list[tuple[str, int]]:
 _ExactBar = list
 
 
-_BAR_FIELDS = (
-    "symbol", "tf", "ts", "open", "high", "low", "close", "volume", "quote_volume", "trades",
-    "taker_buy_volume", "vwap", "filled",
-)  # fmt: skip
-if tuple(f.name for f in fields(Bar)) != _BAR_FIELDS or not all(
-    isinstance(Bar.__dict__[f], MemberDescriptorType) for f in _BAR_FIELDS
-):  # pragma: no cover - records.Bar changed: update _new_bar with it
-    raise ImportError("pairstream.ohlcv._new_bar does not match records.Bar")
-_S = tuple(Bar.__dict__[f].__set__ for f in _BAR_FIELDS)
-
-
-def _new_bar(
-    symbol: str,
-    tf: str,
-    ts: datetime,
-    o: float,
-    h: float,
-    lo: float,
-    c: float,
-    vol: float,
-    qv: float,
-    trades: int,
-    tbv: float,
-    vwap: float,
-    filled: bool,
-    _new=object.__new__,
-    _Bar=Bar,
-    _S=_S,
-) -> Bar:
-    """``Bar(...)`` without the frozen dataclass ``__init__`` (13 ``object.__setattr__``).
-
-    Bars are the bars stage's bulk output (one per symbol-second): setting the slots through
-    their descriptors directly is ~1.4x cheaper and gives an equal ``Bar`` (it has no
-    ``__post_init__``; the import-time check above fails if its fields change).
-    """
-    b = _new(_Bar)
-    _S[0](b, symbol)
-    _S[1](b, tf)
-    _S[2](b, ts)
-    _S[3](b, o)
-    _S[4](b, h)
-    _S[5](b, lo)
-    _S[6](b, c)
-    _S[7](b, vol)
-    _S[8](b, qv)
-    _S[9](b, trades)
-    _S[10](b, tbv)
-    _S[11](b, vwap)
-    _S[12](b, filled)
-    return b  # fmt: skip
-
-
 def _to_bar(symbol: str, tf: str, a: _ExactBar, ts: Optional[datetime] = None) -> Bar:
     """The output bar of accumulator ``a``: exact ints divided once, correctly rounded."""
     vol = a[6]
-    return _new_bar(
+    return Bar(
         symbol,
         tf,
         sec_to_dt(a[0]) if ts is None else ts,

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.frames import csv_trade_to_tick, ms_to_dt
-from pairstream.ohlcv import _INT64_RUN, SymbolBars, _new_bar, _second_sums
+from pairstream.ohlcv import _INT64_RUN, SymbolBars, _second_sums
 from pairstream.records import Bar, Health, Progress, Tick, TickBatch
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
@@ -185,9 +185,3 @@ def test_dense_second_in_batches_equals_tick_by_tick():
     assert feed(ticks, timedelta(milliseconds=100), [1000, len(ticks) - 1]) == ref
 
 
-def test_new_bar_is_the_dataclass_bar():
-    args = ("BTCUSDT", "1s", ms_to_dt(1_721_347_000_000), 1.5, 2.0, 1.0, 1.25, 0.1, 0.3, 7,
-            0.0, 1.1, False)  # fmt: skip
-    fast, ref = _new_bar(*args), Bar(*args)
-    assert type(fast) is Bar and fast == ref and repr(fast) == repr(ref)
-    assert hash(fast) == hash(ref)
