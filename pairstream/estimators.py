@@ -38,10 +38,8 @@ Definitions, with ``p_y, p_x`` the fed series (raw closes, or their natural log 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import fields
 from datetime import datetime
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -342,28 +340,6 @@ class Kalman2:
         return self.b, self.a, z
 
 
-def _analytics_factory() -> Callable[..., Analytics]:
-    """``Analytics(*values)`` (positional, every field) at half the cost of its ``__init__``.
-
-    A frozen dataclass sets each of its 17 slots through ``object.__setattr__``; setting them
-    through the slots' own descriptors is the same object (no ``__post_init__`` to skip) for
-    ~2.5 µs less per row. Generated from the fields, like the dataclass's own ``__init__``.
-    """
-    assert "__slots__" in Analytics.__dict__ and not hasattr(Analytics, "__post_init__")
-    names = [f.name for f in fields(Analytics)]
-    env: dict[str, Any] = {"_new": object.__new__, "_cls": Analytics}
-    env.update({f"_set_{n}": getattr(Analytics, n).__set__ for n in names})
-    body = "".join(f"    _set_{n}(row, {n})\n" for n in names)
-    exec(
-        f"def _new_analytics({', '.join(names)}):\n    row = _new(_cls)\n{body}    return row\n",
-        env,
-    )
-    return env["_new_analytics"]
-
-
-_new_analytics = _analytics_factory()
-
-
 # The per-bar step of :class:`PairEstimator`, compiled as one call: the six ring buffers and
 # the Kalman state live in one float array, the ring positions/counts and window sizes in one
 # int array, so a bar costs one numba dispatch (~1 µs) instead of four plus ~20 µs of Python
@@ -562,7 +538,7 @@ class PairEstimator:
         if fl & _ADF_RAN:
             self._adf_p = _finite(mackinnon_p_c(t)) if fl & _HAS_T else None
             self._half_life = hl if fl & _HAS_HL else None
-        return _new_analytics(
+        return Analytics(
             self.pair, self.tf, ts, y, x, beta, alpha, spread, z, corr, self._adf_p, beta_kf,
             alpha_kf, z_kf, self._half_life, z is not None, self.preset,
         )  # fmt: skip
