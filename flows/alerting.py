@@ -9,7 +9,7 @@ from typing import Optional
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
-from flows.keyed import stateful_groups, unkey
+from flows.keyed import grouped, stateful_groups, unkey
 from pairstream.alerts import FIRING, AlertEngine, AlertRule, stream_key
 from pairstream.records import AlertEvent, Analytics
 
@@ -33,15 +33,9 @@ def alerts(
         by_key_rules[rule.key] = (*by_key_rules.get(rule.key, ()), rule)
 
     def by_key(batch: list[Analytics]) -> list[tuple[str, list[Analytics]]]:
-        groups: dict[str, list[Analytics]] = {}
-        for a in batch:
-            k = stream_key(a.pair, a.tf)
-            g = groups.get(k)
-            if g is not None:
-                g.append(a)
-            elif k in by_key_rules:  # rows of keys with no rule: dropped, no state made
-                groups[k] = [a]
-        return list(groups.items())
+        keyed = ((stream_key(a.pair, a.tf), a) for a in batch)
+        # rows of keys with no rule: dropped, no state made
+        return grouped((k, a) for k, a in keyed if k in by_key_rules)
 
     def step(
         engine: Optional[AlertEngine], group: list[Analytics], out: list[AlertEvent]

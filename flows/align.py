@@ -9,7 +9,7 @@ from typing import Optional
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
-from flows.keyed import stateful_groups, unkey
+from flows.keyed import stateful_groups, tagged_groups, unkey
 from pairstream.align import PairAligner
 from pairstream.config import PairConfig
 from pairstream.records import Bar, PairBar
@@ -34,18 +34,12 @@ def align_pairs(
     }
 
     def fan_out(batch: list[Bar]) -> list[tuple[str, _Group]]:
-        groups: dict[str, _Group] = {}
-        for bar in batch:
-            by_symbol = routes.get(bar.tf)
-            if by_symbol is None:
-                continue
-            for key, pair in by_symbol.get(bar.symbol, ()):
-                g = groups.get(key)
-                if g is None:
-                    groups[key] = (pair, [bar])
-                else:
-                    g[1].append(bar)
-        return list(groups.items())
+        none: dict[str, tuple[tuple[str, PairConfig], ...]] = {}
+        return tagged_groups(
+            (key, pair, bar)
+            for bar in batch
+            for key, pair in routes.get(bar.tf, none).get(bar.symbol, ())
+        )
 
     def step(state: Optional[PairAligner], group: _Group, out: list[PairBar]) -> PairAligner:
         pair, group_bars = group

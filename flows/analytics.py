@@ -8,7 +8,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators import KeyedStream
 
-from flows.keyed import GroupStep, stateful_groups, unkey
+from flows.keyed import GroupStep, stateful_groups, tagged_groups, unkey
 from flows.rebuild import History, rebuilt_estimator
 from pairstream.config import AnalyticsConfig, Config
 from pairstream.estimators import PairEstimator
@@ -39,16 +39,7 @@ def pair_analytics(
     presets = cfg.preset_names
 
     def by_key(batch: list[PairBar]) -> list[tuple[str, Group]]:
-        groups: dict[str, Group] = {}
-        for pb in batch:
-            for p in presets:
-                k = f"{pb.pair}|{pb.tf}|{p}"
-                g = groups.get(k)
-                if g is None:
-                    groups[k] = (p, [pb])
-                else:
-                    g[1].append(pb)
-        return list(groups.items())
+        return tagged_groups((f"{pb.pair}|{pb.tf}|{p}", p, pb) for pb in batch for p in presets)
 
     wants: dict[tuple[str, str], AnalyticsConfig] = {}  # analytics_for, once per tf+preset
 

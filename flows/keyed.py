@@ -26,6 +26,8 @@ from bytewax.operators import KeyedStream, StatefulBatchLogic
 S = TypeVar("S")
 G = TypeVar("G")
 W = TypeVar("W")
+T = TypeVar("T")
+V = TypeVar("V")
 
 # step(state or None, one group of a key, out) → the state; appends what it emits to ``out``
 GroupStep = Callable[[Optional[S], G, list], S]
@@ -61,6 +63,32 @@ def stateful_groups(step_id: str, up: KeyedStream[G], step: GroupStep) -> KeyedS
     """Per key, ``state = step(state, group, out)`` for each group in order (state None at
     first); ``out`` collects the key's emitted values. Step id as ``stateful_flat_map``'s."""
     return _stateful("stateful", up, lambda resume: _GroupLogic(step, resume))
+
+
+def grouped(entries: Iterable[tuple[str, V]]) -> list[tuple[str, list[V]]]:
+    """``(key, value)`` pairs of a batch → one ``(key, [values])`` per key: keys in first-seen
+    order, each key's values in arrival order (what :func:`stateful_groups` takes)."""
+    groups: dict[str, list[V]] = {}
+    for k, v in entries:
+        g = groups.get(k)
+        if g is None:
+            groups[k] = [v]
+        else:
+            g.append(v)
+    return list(groups.items())
+
+
+def tagged_groups(entries: Iterable[tuple[str, T, V]]) -> list[tuple[str, tuple[T, list[V]]]]:
+    """As :func:`grouped` for ``(key, tag, value)``: each key's group carries the tag its first
+    entry had (what the key stands for: a pair, a preset), ``(key, (tag, [values]))``."""
+    groups: dict[str, tuple[T, list[V]]] = {}
+    for k, tag, v in entries:
+        g = groups.get(k)
+        if g is None:
+            groups[k] = (tag, [v])
+        else:
+            g[1].append(v)
+    return list(groups.items())
 
 
 def _values(batch: list[tuple[str, Any]]) -> list[Any]:

@@ -8,7 +8,7 @@ from typing import Optional, Union
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
-from flows.keyed import stateful_groups, unkey
+from flows.keyed import grouped, stateful_groups, unkey
 from flows.rebuild import History, machine_outdated, rebuilt_machine
 from pairstream.config import AnalyticsConfig, Config
 from pairstream.funding import FundingBook
@@ -41,23 +41,11 @@ def signals(
     ]
 
     def fan(batch: list[Funding]) -> list[tuple[str, list[tuple[str, Funding]]]]:
-        groups: dict[str, list[tuple[str, Funding]]] = {}
-        for e in batch:
-            for k, legs, prices in keys:
-                if e.symbol in legs:
-                    groups.setdefault(k, []).append((prices, e))
-        return list(groups.items())
+        return grouped((k, (prices, e)) for e in batch for k, legs, prices in keys
+                       if e.symbol in legs)  # fmt: skip
 
     def by_key(batch: list[Analytics]) -> list[tuple[str, list[Analytics]]]:
-        groups: dict[str, list[Analytics]] = {}
-        for a in batch:
-            k = f"{a.pair}|{a.tf}|{a.preset}"
-            g = groups.get(k)
-            if g is None:
-                groups[k] = [a]
-            else:
-                g.append(a)
-        return list(groups.items())
+        return grouped((f"{a.pair}|{a.tf}|{a.preset}", a) for a in batch)
 
     a_cfgs: dict[tuple[str, str], AnalyticsConfig] = {}  # analytics_for, once per tf+preset
 
